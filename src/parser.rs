@@ -1,0 +1,478 @@
+//! The sans-IO WHATWG event-stream parser: bytes in, frames out.
+//!
+//! This module knows nothing of tokio or reqwest. It follows the HTML Standard's
+//! "Parsing an event stream" and "Interpreting an event stream" rules for every
+//! byte sequence; the only errors it reports are configured limits being exceeded.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::event::{DEFAULT_EVENT_TYPE, Event};
+
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// Default for [`Limits::max_line_length`]: 16 MiB.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 16 << 20;
+/// Default for [`Limits::max_event_size`]: 32 MiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 32 << 20;
+
+/// Size limits that bound the parser's memory whatever the input.
+///
+/// The defaults fit a multi-MiB LLM response in one `data:` line.
+///
+/// # Examples
+///
+/// ```
+/// use everstream::Limits;
+///
+/// let limits = Limits::default().max_line_length(1 << 20).max_event_size(4 << 20);
+/// assert_eq!(limits.line_length(), 1 << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    max_line_length: usize,
+    max_event_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_length: DEFAULT_MAX_LINE_LENGTH,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+        }
+    }
+}
+
+impl Limits {
+    /// The longest line accepted, in bytes, without its line ending.
+    ///
+    /// A longer line is reported once as [`ParseError::LineTooLong`], the rest of it
+    /// is discarded as it arrives, and the event it belongs to is skipped.
+    /// Default: [`DEFAULT_MAX_LINE_LENGTH`] (16 MiB).
+    pub fn max_line_length(mut self, bytes: usize) -> Self {
+        self.max_line_length = bytes;
+        self
+    }
+
+    /// The largest data buffer of one event, in bytes (the `data:` values plus one
+    /// newline each).
+    ///
+    /// A larger event is reported once as [`ParseError::EventTooLarge`] and skipped.
+    /// Default: [`DEFAULT_MAX_EVENT_SIZE`] (32 MiB).
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// The configured maximum line length.
+    pub fn line_length(&self) -> usize {
+        self.max_line_length
+    }
+
+    /// The configured maximum event size.
+    pub fn event_size(&self) -> usize {
+        self.max_event_size
+    }
+}
+
+/// A configured limit was exceeded. The offending event is skipped and parsing
+/// resumes at the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// A line was longer than [`Limits::max_line_length`].
+    #[error("line longer than the limit of {limit} bytes; its event was skipped")]
+    LineTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An event's data was larger than [`Limits::max_event_size`].
+    #[error("event data larger than the limit of {limit} bytes; the event was skipped")]
+    EventTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// What the parser yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// A dispatched event.
+    Event(Event),
+    /// A comment line (`:` at line start), without the colon and one following
+    /// space. Servers send these as keep-alives.
+    Comment(String),
+    /// A valid `retry:` field: the server's new reconnection delay, in force from now.
+    Retry(Duration),
+}
+
+/// The data buffer of the block being read. `Single` keeps a one-line value as a
+/// slice of the input, so the common one-line event is never copied.
+#[derive(Debug, Default)]
+enum Data {
+    #[default]
+    Empty,
+    Single(Bytes),
+    Multi(BytesMut),
+}
+
+/// A sans-IO parser for `text/event-stream` bodies.
+///
+/// Feed it chunks of any size with [`feed`](Self::feed), drain the frames with
+/// [`next_frame`](Self::next_frame), and call [`finish`](Self::finish) when the
+/// stream ends. Any chunking of the same bytes yields the same frames.
+///
+/// Lines fully inside one chunk are sliced out of it without copying; only a line
+/// split across chunks is copied, once. Scanning never revisits a byte.
+///
+/// # Examples
+///
+/// ```
+/// use everstream::{Frame, Parser};
+///
+/// let mut parser = Parser::new();
+/// parser.feed("id: 1\ndata: hel".into());
+/// assert!(parser.next_frame().is_none()); // the event is not finished yet
+/// parser.feed("lo\n\n".into());
+/// match parser.next_frame() {
+///     Some(Ok(Frame::Event(event))) => {
+///         assert_eq!(event.data(), "hello");
+///         assert_eq!(event.id(), "1");
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert_eq!(parser.last_event_id(), "1");
+/// ```
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    /// Input not yet scanned.
+    input: Bytes,
+    /// The start of a line whose end has not arrived yet. Never holds a line ending.
+    partial: BytesMut,
+    /// How many BOM bytes matched so far at stream start; `None` once decided.
+    bom_matched: Option<usize>,
+    /// The previous line ended with CR: a LF right after it belongs to that ending.
+    skip_lf: bool,
+    /// The rest of an over-long line is being dropped as it arrives.
+    discarding_line: bool,
+    /// The block being read hit a limit: it dispatches nothing.
+    skipping_block: bool,
+    data: Data,
+    data_len: usize,
+    event_type: Option<Bytes>,
+    block_retry: Option<Duration>,
+    /// The spec's "last event ID buffer": set by `id:`, committed at a blank line.
+    id_buffer: ByteString,
+    /// The last event ID string of the source.
+    last_event_id: ByteString,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Parser {
+    /// A parser with the default [`Limits`] and an empty last event ID.
+    pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A parser with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            input: Bytes::new(),
+            partial: BytesMut::new(),
+            bom_matched: Some(0),
+            skip_lf: false,
+            discarding_line: false,
+            skipping_block: false,
+            data: Data::Empty,
+            data_len: 0,
+            event_type: None,
+            block_retry: None,
+            id_buffer: ByteString::new(),
+            last_event_id: ByteString::new(),
+        }
+    }
+
+    /// Sets the last event ID, as if a previous stream had ended with it.
+    ///
+    /// A reconnecting client uses this so the ID survives connections whose events
+    /// carry no `id:` field.
+    pub fn set_last_event_id(&mut self, id: impl Into<String>) {
+        self.last_event_id = ByteString::from(id.into());
+        self.id_buffer = self.last_event_id.clone();
+    }
+
+    /// The last event ID: changed only when a blank line ends a block.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Adds a chunk of input. Drain [`next_frame`](Self::next_frame) between calls:
+    /// input left unscanned is then copied once to join the new chunk.
+    pub fn feed(&mut self, chunk: Bytes) {
+        if self.input.is_empty() {
+            self.input = chunk;
+        } else if !chunk.is_empty() {
+            let mut joined = BytesMut::with_capacity(self.input.len() + chunk.len());
+            joined.extend_from_slice(&self.input);
+            joined.extend_from_slice(&chunk);
+            self.input = joined.freeze();
+        }
+    }
+
+    /// Ends the stream: an unfinished line or block is discarded, as the spec
+    /// requires, and the parser is ready for a new stream (a reconnection) that
+    /// keeps the last event ID.
+    pub fn finish(&mut self) {
+        let limits = self.limits;
+        let last_event_id = std::mem::take(&mut self.last_event_id);
+        *self = Self::with_limits(limits);
+        self.id_buffer = last_event_id.clone();
+        self.last_event_id = last_event_id;
+    }
+
+    /// The next frame from the input fed so far, or `None` when more input is needed.
+    ///
+    /// # Errors
+    ///
+    /// Yields a [`ParseError`] once when a line or an event exceeds the [`Limits`];
+    /// that event is skipped and the following frames are parsed normally.
+    pub fn next_frame(&mut self) -> Option<Result<Frame, ParseError>> {
+        loop {
+            let line = match self.next_line()? {
+                Ok(line) => line,
+                Err(error) => return Some(Err(error)),
+            };
+            if let Some(frame) = self.process_line(line) {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// Strips a leading BOM, split across chunks or not. Returns false while undecided.
+    fn strip_bom(&mut self) -> bool {
+        let Some(mut matched) = self.bom_matched else {
+            return true;
+        };
+        while matched < BOM.len() {
+            let Some(&byte) = self.input.first() else {
+                self.bom_matched = Some(matched);
+                return false;
+            };
+            if byte != BOM[matched] {
+                // Not a BOM: the bytes matched so far are ordinary content.
+                self.partial.extend_from_slice(&BOM[..matched]);
+                break;
+            }
+            self.input.advance(1);
+            matched += 1;
+        }
+        self.bom_matched = None;
+        true
+    }
+
+    /// The next complete line, without its ending.
+    fn next_line(&mut self) -> Option<Result<Bytes, ParseError>> {
+        loop {
+            if !self.strip_bom() {
+                return None;
+            }
+            if self.skip_lf && !self.input.is_empty() {
+                self.skip_lf = false;
+                if self.input[0] == b'\n' {
+                    self.input.advance(1);
+                }
+            }
+            if self.input.is_empty() {
+                return None;
+            }
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.input) else {
+                return self.keep_partial_line();
+            };
+            let ended_by_cr = self.input[end] == b'\r';
+            let tail = self.input.split_to(end);
+            self.input.advance(1);
+            if ended_by_cr {
+                match self.input.first() {
+                    Some(b'\n') => self.input.advance(1),
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+            if self.discarding_line {
+                self.discarding_line = false;
+                continue;
+            }
+            let line = if self.partial.is_empty() {
+                tail
+            } else {
+                self.partial.extend_from_slice(&tail);
+                self.partial.split().freeze()
+            };
+            if line.len() > self.limits.max_line_length {
+                self.skipping_block = true;
+                return Some(Err(ParseError::LineTooLong {
+                    limit: self.limits.max_line_length,
+                }));
+            }
+            return Some(Ok(line));
+        }
+    }
+
+    /// Keeps the unterminated rest of the input for the next chunk, within the limit.
+    fn keep_partial_line(&mut self) -> Option<Result<Bytes, ParseError>> {
+        let rest = std::mem::take(&mut self.input);
+        if self.discarding_line {
+            return None;
+        }
+        if self.partial.len() + rest.len() > self.limits.max_line_length {
+            self.partial = BytesMut::new();
+            self.discarding_line = true;
+            self.skipping_block = true;
+            return Some(Err(ParseError::LineTooLong {
+                limit: self.limits.max_line_length,
+            }));
+        }
+        self.partial.extend_from_slice(&rest);
+        None
+    }
+
+    fn process_line(&mut self, line: Bytes) -> Option<Result<Frame, ParseError>> {
+        if line.is_empty() {
+            return self.dispatch().map(Ok);
+        }
+        let (name, value) = match memchr::memchr(b':', &line) {
+            Some(0) => {
+                let text = strip_one_space(line.slice(1..));
+                return Some(Ok(Frame::Comment(
+                    String::from_utf8_lossy(&text).into_owned(),
+                )));
+            }
+            Some(colon) => (&line[..colon], strip_one_space(line.slice(colon + 1..))),
+            None => (&line[..], Bytes::new()),
+        };
+        match name {
+            b"data" => return self.append_data(value),
+            b"event" => self.event_type = Some(value),
+            b"id" => {
+                if memchr::memchr(0, &value).is_none() {
+                    self.id_buffer = decode(value);
+                }
+            }
+            b"retry" => {
+                if let Some(millis) = parse_retry(&value) {
+                    let delay = Duration::from_millis(millis);
+                    self.block_retry = Some(delay);
+                    return Some(Ok(Frame::Retry(delay)));
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn append_data(&mut self, value: Bytes) -> Option<Result<Frame, ParseError>> {
+        if self.skipping_block {
+            return None;
+        }
+        self.data_len += value.len() + 1;
+        if self.data_len > self.limits.max_event_size {
+            self.data = Data::Empty;
+            self.skipping_block = true;
+            return Some(Err(ParseError::EventTooLarge {
+                limit: self.limits.max_event_size,
+            }));
+        }
+        self.data = match std::mem::take(&mut self.data) {
+            Data::Empty => Data::Single(value),
+            Data::Single(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(b"\n");
+                joined.extend_from_slice(&value);
+                Data::Multi(joined)
+            }
+            Data::Multi(mut joined) => {
+                joined.extend_from_slice(b"\n");
+                joined.extend_from_slice(&value);
+                Data::Multi(joined)
+            }
+        };
+        None
+    }
+
+    /// A blank line: commit the last event ID and dispatch the block, if it has data.
+    fn dispatch(&mut self) -> Option<Frame> {
+        self.last_event_id = self.id_buffer.clone();
+        let data = std::mem::take(&mut self.data);
+        let event_type = self.event_type.take();
+        let retry = self.block_retry.take();
+        let skipped = std::mem::take(&mut self.skipping_block);
+        self.data_len = 0;
+        let data = match data {
+            _ if skipped => return None,
+            Data::Empty => return None,
+            Data::Single(data) => data,
+            Data::Multi(data) => data.freeze(),
+        };
+        let event_type = match event_type {
+            Some(name) if !name.is_empty() => decode(name),
+            _ => ByteString::from_static(DEFAULT_EVENT_TYPE),
+        };
+        Some(Frame::Event(Event::from_parts(
+            event_type,
+            decode(data),
+            self.last_event_id.clone(),
+            retry,
+        )))
+    }
+}
+
+/// Removes exactly one leading U+0020, as the spec does for field values.
+fn strip_one_space(mut value: Bytes) -> Bytes {
+    if value.first() == Some(&b' ') {
+        value.advance(1);
+    }
+    value
+}
+
+/// UTF-8 decodes with U+FFFD for each invalid sequence, without copying valid input.
+///
+/// Decoding per field value gives the same text as decoding the whole stream
+/// first: values are delimited by ASCII bytes, which always end an invalid sequence.
+fn decode(bytes: Bytes) -> ByteString {
+    match ByteString::try_from(bytes.clone()) {
+        Ok(text) => text,
+        Err(_) => ByteString::from(String::from_utf8_lossy(&bytes).into_owned()),
+    }
+}
+
+/// A `retry:` value counts only if it is one or more ASCII digits. Values beyond
+/// `u64` saturate rather than overflow.
+fn parse_retry(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |millis, digit| {
+        millis
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    }))
+}
+
+#[cfg(test)]
+mod tests;
