@@ -57,6 +57,9 @@ pub enum ErrorKind {
     /// A byte stream given to [`EventStream`](crate::EventStream) failed.
     #[error("the byte stream failed")]
     Body(#[source] BoxError),
+    /// The per-attempt request hook failed.
+    #[error("the request hook failed")]
+    Hook(#[source] BoxError),
     /// A configuration value was invalid (a URL, a header, a builder setting).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -182,6 +182,9 @@ mod tests {
         let event = Event::new("hello").with_id("7");
         assert_eq!(event.to_string(), "hello");
         let debug = format!("{event:?}");
-        assert!(debug.contains("\"hello\"") && debug.contains("\"7\""), "{debug}");
+        assert!(
+            debug.contains("\"hello\"") && debug.contains("\"7\""),
+            "{debug}"
+        );
     }
 }

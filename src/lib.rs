@@ -31,22 +31,48 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 #[cfg(feature = "blocking")]
 pub mod blocking;
+mod builder;
+mod classify;
 mod connect;
 mod error;
 mod event;
+mod message;
 mod parser;
+mod source;
 mod stream;
+mod supervisor;
 
+pub use builder::EventSourceBuilder;
+pub use classify::{Decision, Outcome};
 pub use connect::{SseResponse, connect};
 pub use error::{Error, ErrorKind, Rejection};
 pub use event::Event;
+pub use message::{CloseReason, DelayCause, Message, State, Stats};
 pub use parser::{
     DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_LINE_LENGTH, Frame, Limits, ParseError, Parser,
 };
+pub use source::{EventSource, SlowSubscriber, SubscribeOptions, Subscription};
 pub use stream::{EventIter, EventStream, Frames};
 
 /// Re-exported so users can name headers, methods and status codes without a
 /// direct dependency on a matching reqwest version.
 pub use reqwest;
+
+// The main types are shareable across tasks; a regression here is a breaking change.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    const fn assert_clone<T: Clone>() {}
+    assert_send_sync::<Event>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<Message>();
+    assert_send_sync::<EventSource>();
+    assert_send_sync::<Subscription>();
+    assert_send_sync::<Parser>();
+    assert_clone::<Event>();
+    assert_clone::<Error>();
+    assert_clone::<Message>();
+    assert_clone::<EventSource>();
+};

@@ -319,7 +319,10 @@ mod tests {
     async fn frames_expose_comments_and_retry() {
         let chunks = stream::iter([Ok::<_, std::io::Error>(": ping\nretry: 250\n\n")]);
         let mut frames = EventStream::new(chunks).frames();
-        assert_eq!(frames.next().await.unwrap().unwrap(), Frame::Comment("ping".into()));
+        assert_eq!(
+            frames.next().await.unwrap().unwrap(),
+            Frame::Comment("ping".into())
+        );
         assert_eq!(
             frames.next().await.unwrap().unwrap(),
             Frame::Retry(Duration::from_millis(250))

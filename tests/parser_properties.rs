@@ -50,7 +50,11 @@ fn reference(input: &[u8]) -> Vec<Out> {
                     data.pop();
                 }
                 out.push(Out::Event {
-                    event_type: if event_type.is_empty() { "message".into() } else { event_type.clone() },
+                    event_type: if event_type.is_empty() {
+                        "message".into()
+                    } else {
+                        event_type.clone()
+                    },
                     data: data.clone(),
                     id: last_id,
                     retry: block_retry,
@@ -62,11 +66,16 @@ fn reference(input: &[u8]) -> Vec<Out> {
             continue;
         }
         if let Some(comment) = line.strip_prefix(':') {
-            out.push(Out::Comment(comment.strip_prefix(' ').unwrap_or(comment).to_owned()));
+            out.push(Out::Comment(
+                comment.strip_prefix(' ').unwrap_or(comment).to_owned(),
+            ));
             continue;
         }
         let (name, value) = match line.find(':') {
-            Some(i) => (&line[..i], line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..])),
+            Some(i) => (
+                &line[..i],
+                line[i + 1..].strip_prefix(' ').unwrap_or(&line[i + 1..]),
+            ),
             None => (line.as_str(), ""),
         };
         match name {
@@ -118,10 +127,39 @@ fn parse_in_chunks(input: &[u8], cuts: &[usize]) -> Vec<Out> {
 
 fn token() -> impl Strategy<Value = &'static [u8]> {
     prop::sample::select(vec![
-        &b"data"[..], b"data:", b"data: ", b"event: ", b"event:", b"id: ", b"id", b"retry: ",
-        b"retry:", b":", b": ", b"\n", b"\n", b"\n", b"\r", b"\r\n", b" ", b"x", b"abc",
-        b"\xC3\xA9", b"\xE2\x82\xAC", b"\xF0\x9F\x98\x80", b"\xEF\xBB\xBF", b"\xFF", b"\xE2\x82",
-        b"\0", b"1", b"42", b"99999999999999999999999", b"-1", b"Data", b"\t", b"\xE2\x80\xA8",
+        &b"data"[..],
+        b"data:",
+        b"data: ",
+        b"event: ",
+        b"event:",
+        b"id: ",
+        b"id",
+        b"retry: ",
+        b"retry:",
+        b":",
+        b": ",
+        b"\n",
+        b"\n",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b" ",
+        b"x",
+        b"abc",
+        b"\xC3\xA9",
+        b"\xE2\x82\xAC",
+        b"\xF0\x9F\x98\x80",
+        b"\xEF\xBB\xBF",
+        b"\xFF",
+        b"\xE2\x82",
+        b"\0",
+        b"1",
+        b"42",
+        b"99999999999999999999999",
+        b"-1",
+        b"Data",
+        b"\t",
+        b"\xE2\x80\xA8",
     ])
 }
 

@@ -77,13 +77,22 @@ fn line_endings() {
 fn mixed_line_endings_and_cr_lf_pairs() {
     // "\r\n" is one ending; "\n\r" is two; "\r\r" is two.
     assert_eq!(parse(b"data: a\r\n\r\n"), vec![ev("message", "a", "")]);
-    assert_eq!(parse(b"data: a\n\rdata: b\n\n"), vec![ev("message", "a", ""), ev("message", "b", "")]);
-    assert_eq!(parse(b"data: a\r\rdata: b\r\r"), vec![ev("message", "a", ""), ev("message", "b", "")]);
+    assert_eq!(
+        parse(b"data: a\n\rdata: b\n\n"),
+        vec![ev("message", "a", ""), ev("message", "b", "")]
+    );
+    assert_eq!(
+        parse(b"data: a\r\rdata: b\r\r"),
+        vec![ev("message", "a", ""), ev("message", "b", "")]
+    );
 }
 
 #[test]
 fn cr_split_from_lf_across_chunks_is_one_ending() {
-    let out = parse_chunks_with(Limits::default(), &[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"]);
+    let out = parse_chunks_with(
+        Limits::default(),
+        &[b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"],
+    );
     assert_eq!(out, vec![ev("message", "a\nb", "")]);
 }
 
@@ -104,7 +113,10 @@ fn unicode_line_separators_are_content() {
 
 #[test]
 fn bom_stripped_once_at_start_only() {
-    assert_eq!(parse(b"\xEF\xBB\xBFdata: a\n\n"), vec![ev("message", "a", "")]);
+    assert_eq!(
+        parse(b"\xEF\xBB\xBFdata: a\n\n"),
+        vec![ev("message", "a", "")]
+    );
     // A second BOM is content: the line's field name is then "\u{FEFF}data".
     assert_eq!(parse(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\n"), vec![]);
     assert_eq!(
@@ -120,11 +132,17 @@ fn bom_stripped_once_at_start_only() {
 
 #[test]
 fn bom_after_empty_first_chunk_and_partial_bom_prefix() {
-    let out = parse_chunks_with(Limits::default(), &[b"", b"\xEF", b"", b"\xBB", b"\xBFdata: a\n\n"]);
+    let out = parse_chunks_with(
+        Limits::default(),
+        &[b"", b"\xEF", b"", b"\xBB", b"\xBFdata: a\n\n"],
+    );
     assert_eq!(out, vec![ev("message", "a", "")]);
     // A BOM prefix that turns out not to be a BOM is content (decoded to U+FFFD).
     assert_eq!(parse(b"\xEF\xBBdata: a\n\n"), vec![]);
-    assert_eq!(parse(b"\xEF\xBB\n\ndata: a\n\n"), vec![ev("message", "a", "")]);
+    assert_eq!(
+        parse(b"\xEF\xBB\n\ndata: a\n\n"),
+        vec![ev("message", "a", "")]
+    );
 }
 
 #[test]
@@ -134,15 +152,24 @@ fn invalid_utf8_is_replaced_never_stalls() {
         vec![ev("message", "a\u{FFFD}b\u{FFFD}", "")]
     );
     // A truncated 3-byte sequence is one replacement, per the Encoding Standard.
-    assert_eq!(parse(b"data: \xE2\x82z\n\n"), vec![ev("message", "\u{FFFD}z", "")]);
-    assert_eq!(parse(b"event: \xFF\ndata\n\n"), vec![ev("\u{FFFD}", "", "")]);
+    assert_eq!(
+        parse(b"data: \xE2\x82z\n\n"),
+        vec![ev("message", "\u{FFFD}z", "")]
+    );
+    assert_eq!(
+        parse(b"event: \xFF\ndata\n\n"),
+        vec![ev("\u{FFFD}", "", "")]
+    );
 }
 
 #[test]
 fn multibyte_character_split_across_chunks_is_decoded_whole() {
     let input = "data: h\u{e9}\u{20ac}\u{1F600}!\n\n".as_bytes();
     // `parse` checks every split point, including inside each character.
-    assert_eq!(parse(input), vec![ev("message", "h\u{e9}\u{20ac}\u{1F600}!", "")]);
+    assert_eq!(
+        parse(input),
+        vec![ev("message", "h\u{e9}\u{20ac}\u{1F600}!", "")]
+    );
 }
 
 #[test]
@@ -184,7 +211,10 @@ fn field_parsing() {
 
 #[test]
 fn data_lines_join_and_only_final_lf_removed() {
-    assert_eq!(parse(b"data: a\ndata:\ndata: b\n\n"), vec![ev("message", "a\n\nb", "")]);
+    assert_eq!(
+        parse(b"data: a\ndata:\ndata: b\n\n"),
+        vec![ev("message", "a\n\nb", "")]
+    );
     assert_eq!(parse(b"data\ndata\n\n"), vec![ev("message", "\n", "")]);
     assert_eq!(parse(b"data: a\ndata\n\n"), vec![ev("message", "a\n", "")]);
 }
@@ -266,7 +296,10 @@ fn retry_rules() {
     );
     assert_eq!(
         parse(b"retry: 10\ndata: a\n\n"),
-        vec![Out::R(10), Out::E("message".into(), "a".into(), "".into(), Some(10))]
+        vec![
+            Out::R(10),
+            Out::E("message".into(), "a".into(), "".into(), Some(10))
+        ]
     );
     for bad in [
         &b"retry: -1\n\n"[..],
@@ -318,7 +351,14 @@ fn single_line_data_is_not_copied() {
 #[test]
 fn over_long_line_is_reported_once_skipped_and_parsing_resumes() {
     let limits = Limits::default().max_line_length(8);
-    let long: &[&[u8]] = &[b"data: a\n", b"data: 0123", b"456789", b"abcdef\n", b"\n", b"data: ok\n\n"];
+    let long: &[&[u8]] = &[
+        b"data: a\n",
+        b"data: 0123",
+        b"456789",
+        b"abcdef\n",
+        b"\n",
+        b"data: ok\n\n",
+    ];
     assert_eq!(
         parse_chunks_with(limits, long),
         vec![Out::Line(8), ev("message", "ok", "")]
