@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use http::StatusCode;
+use http::header::{HeaderMap, RETRY_AFTER};
 
 use crate::error::{Error, ErrorKind};
 
@@ -68,7 +68,7 @@ pub(crate) fn classify(
             _ => Decision::Fail,
         },
         ErrorKind::ContentType(_) | ErrorKind::Redirect(_) | ErrorKind::Config(_) => Decision::Fail,
-        ErrorKind::Transport(error) if error.is_redirect() || error.is_builder() => Decision::Fail,
+        ErrorKind::Transport(_) if error.is_redirect() || error.is_builder() => Decision::Fail,
         _ => Decision::Reconnect { at_least: None },
     }
 }
@@ -94,7 +94,7 @@ pub(crate) fn retry_after(
 mod tests {
     use super::*;
     use crate::error::Rejection;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     const CEILING: Duration = Duration::from_secs(300);
 

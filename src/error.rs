@@ -167,6 +167,15 @@ impl Error {
         matches!(self.kind(), ErrorKind::Transport(error) if error.is_connect())
     }
 
+    /// The request could not be built (for example an invalid URL).
+    pub fn is_builder(&self) -> bool {
+        match self.kind() {
+            ErrorKind::Config(_) => true,
+            ErrorKind::Transport(error) => error.is_builder(),
+            _ => false,
+        }
+    }
+
     /// A timeout fired: the read timeout, or one configured on the `reqwest::Client`.
     pub fn is_timeout(&self) -> bool {
         match self.kind() {

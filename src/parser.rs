@@ -368,11 +368,8 @@ impl Parser {
         match name {
             b"data" => return self.append_data(value),
             b"event" => self.event_type = Some(value),
-            b"id" => {
-                if memchr::memchr(0, &value).is_none() {
-                    self.id_buffer = decode(value);
-                }
-            }
+            // An id containing NUL is ignored entirely.
+            b"id" if memchr::memchr(0, &value).is_none() => self.id_buffer = decode(value),
             b"retry" => {
                 if let Some(millis) = parse_retry(&value) {
                     let delay = Duration::from_millis(millis);

@@ -74,8 +74,10 @@ impl SubscribeOptions {
 pub(crate) struct Subscriber {
     pub(crate) tx: mpsc::Sender<Message>,
     pub(crate) options: SubscribeOptions,
-    /// Messages dropped since the last delivery (lossy subscribers only).
-    pub(crate) missed: u64,
+    /// Messages dropped and not yet reported (lossy subscribers only). Shared
+    /// with the subscription, which reports them itself once its queue is empty,
+    /// so a count is never stuck behind a quiet stream.
+    pub(crate) missed: Arc<AtomicU64>,
 }
 
 /// Requests from handles to the supervisor.
@@ -231,16 +233,18 @@ impl EventSource {
     /// comment setting.
     pub fn subscribe_with(&self, options: SubscribeOptions) -> Subscription {
         let (tx, rx) = mpsc::channel(options.capacity);
+        let missed = Arc::new(AtomicU64::new(0));
         let subscriber = Subscriber {
             tx,
             options,
-            missed: 0,
+            missed: Arc::clone(&missed),
         };
         // If the supervisor is gone the subscriber is dropped and `rx` ends at once.
         let _ = self.inner.control.send(Command::Subscribe(subscriber));
         Subscription {
             rx,
-            _inner: Arc::clone(&self.inner),
+            missed,
+            inner: Arc::clone(&self.inner),
         }
     }
 
@@ -296,7 +300,8 @@ impl EventSource {
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Message>,
-    _inner: Arc<Inner>,
+    missed: Arc<AtomicU64>,
+    inner: Arc<Inner>,
 }
 
 impl Subscription {
@@ -306,14 +311,26 @@ impl Subscription {
     ///
     /// Cancel-safe: a message is never lost when the future is dropped unfinished.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
     /// A handle to the source this subscription belongs to.
     pub fn source(&self) -> EventSource {
         EventSource {
-            inner: Arc::clone(&self._inner),
+            inner: Arc::clone(&self.inner),
         }
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        // Queued messages came before any drop still unreported: deliver them first.
+        if let Ok(message) = self.rx.try_recv() {
+            return Poll::Ready(Some(message));
+        }
+        let count = self.missed.swap(0, Ordering::AcqRel);
+        if count > 0 {
+            return Poll::Ready(Some(Message::Missed { count }));
+        }
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -321,6 +338,6 @@ impl Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+        self.poll_message(cx)
     }
 }

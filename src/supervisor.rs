@@ -484,14 +484,13 @@ async fn deliver(
 ) -> Result<bool, Cancelled> {
     match subscriber.options.slow {
         SlowSubscriber::Skip => {
-            if subscriber.missed > 0 {
-                let missed = Message::Missed {
-                    count: subscriber.missed,
-                };
-                match subscriber.tx.try_send(missed) {
-                    Ok(()) => subscriber.missed = 0,
+            // Swap, not load: the subscription may report the count concurrently.
+            let missed = subscriber.missed.swap(0, Ordering::AcqRel);
+            if missed > 0 {
+                match subscriber.tx.try_send(Message::Missed { count: missed }) {
+                    Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
-                        subscriber.missed += 1;
+                        subscriber.missed.fetch_add(missed + 1, Ordering::AcqRel);
                         return Ok(true);
                     }
                     Err(TrySendError::Closed(_)) => return Ok(false),
@@ -500,7 +499,7 @@ async fn deliver(
             match subscriber.tx.try_send(message) {
                 Ok(()) => Ok(true),
                 Err(TrySendError::Full(_)) => {
-                    subscriber.missed += 1;
+                    subscriber.missed.fetch_add(1, Ordering::AcqRel);
                     Ok(true)
                 }
                 Err(TrySendError::Closed(_)) => Ok(false),
