@@ -87,9 +87,10 @@ pub enum DelayCause {
 pub enum CloseReason {
     /// [`EventSource::close`](crate::EventSource::close) was called.
     ByUser,
-    /// The server answered 204 No Content: it asks clients not to reconnect
-    /// (or a custom classifier decided to stop).
+    /// The server answered 204 No Content: it asks clients not to reconnect.
     ServerStopped,
+    /// A custom classifier decided to stop, without an error.
+    Stopped,
     /// An error that retrying cannot fix.
     Fatal(Error),
     /// The give-up policy was reached.
@@ -110,6 +111,7 @@ impl fmt::Display for CloseReason {
         match self {
             Self::ByUser => f.write_str("closed by the user"),
             Self::ServerStopped => f.write_str("the server asked to stop (204 No Content)"),
+            Self::Stopped => f.write_str("stopped without reconnecting"),
             Self::Fatal(error) => write!(f, "fatal error: {error}"),
             Self::GaveUp {
                 attempts, elapsed, ..

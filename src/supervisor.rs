@@ -24,6 +24,7 @@ use crate::message::{CloseReason, DelayCause, Message, State};
 use crate::parser::{Frame, Parser};
 use crate::source::{Command, Shared, SlowSubscriber, Subscriber};
 
+const NO_CONTENT: reqwest::StatusCode = reqwest::StatusCode::NO_CONTENT;
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// The task was cancelled: by `close()` or by dropping every handle.
@@ -194,7 +195,10 @@ impl Supervisor {
             .await?;
             let at_least = match decision {
                 Decision::Reconnect { at_least } => at_least,
-                Decision::Stop => return Ok(CloseReason::ServerStopped),
+                Decision::Stop if error.as_ref().and_then(Error::status) == Some(NO_CONTENT) => {
+                    return Ok(CloseReason::ServerStopped);
+                }
+                Decision::Stop => return Ok(CloseReason::Stopped),
                 Decision::Fail => {
                     return Ok(CloseReason::Fatal(error.unwrap_or_else(|| {
                         Error::config("the classifier failed a cleanly ended stream")
