@@ -69,7 +69,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  events received : {}", received.len());
     println!("  expected        : {TOTAL}");
     println!("  duplicates      : {}", received.len() - unique.len());
-    println!("  missing         : {}", TOTAL.saturating_sub(unique.len() as u64));
+    println!(
+        "  missing         : {}",
+        TOTAL.saturating_sub(unique.len() as u64)
+    );
     println!("  in order        : {in_order}");
     println!("  reconnects      : {}", stats.reconnects);
     if !in_order {
@@ -108,7 +111,9 @@ async fn flaky_events(headers: HeaderMap) -> Response {
     if next + batch < TOTAL {
         // Half of the next event, then the connection dies.
         let partial = format!("id: {}\ndata: event num", next + batch);
-        chunks.push(Ok(partial[..(next as usize % partial.len()).max(1)].to_owned()));
+        chunks.push(Ok(
+            partial[..(next as usize % partial.len()).max(1)].to_owned()
+        ));
         chunks.push(Err(std::io::Error::other("simulated network failure")));
     } else {
         chunks.push(Ok(": all sent\n".into()));
