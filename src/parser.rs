@@ -216,6 +216,11 @@ impl Parser {
         &self.last_event_id
     }
 
+    /// True while the rest of an over-long line is being dropped as it arrives.
+    pub fn is_discarding_line(&self) -> bool {
+        self.discarding_line
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -83,7 +83,7 @@ where
                 Some(Err(error)) => {
                     *this.done = true;
                     this.parser.finish();
-                    return Poll::Ready(Some(Err(Error::body(error))));
+                    return Poll::Ready(Some(Err(body_error(error.into()))));
                 }
                 None => {
                     *this.done = true;
@@ -91,6 +91,18 @@ where
                 }
             }
         }
+    }
+}
+
+/// Keeps reqwest and io errors recognisable (`is_transport`, `is_timeout`, `is_io`).
+fn body_error(error: BoxError) -> Error {
+    let error = match error.downcast::<reqwest::Error>() {
+        Ok(error) => return Error::from(*error),
+        Err(error) => error,
+    };
+    match error.downcast::<std::io::Error>() {
+        Ok(error) => Error::from(*error),
+        Err(error) => Error::body(error),
     }
 }
 
@@ -203,6 +215,9 @@ const READ_SIZE: usize = 64 * 1024;
 pub struct EventIter<R> {
     reader: R,
     parser: Parser,
+    /// Reused for every read; what was read is copied out, so events never pin
+    /// a whole read buffer.
+    buffer: Vec<u8>,
     done: bool,
 }
 
@@ -217,6 +232,7 @@ impl<R: Read> EventIter<R> {
         Self {
             reader,
             parser,
+            buffer: Vec::new(),
             done: false,
         }
     }
@@ -231,7 +247,6 @@ impl<R: Read> Iterator for EventIter<R> {
     type Item = Result<Event, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut buffer = vec![0; READ_SIZE];
         loop {
             match self.parser.next_frame() {
                 Some(Ok(Frame::Event(event))) => return Some(Ok(event)),
@@ -240,16 +255,15 @@ impl<R: Read> Iterator for EventIter<R> {
                 None if self.done => return None,
                 None => {}
             }
-            match self.reader.read(&mut buffer) {
+            if self.buffer.is_empty() {
+                self.buffer = vec![0; READ_SIZE];
+            }
+            match self.reader.read(&mut self.buffer) {
                 Ok(0) => {
                     self.done = true;
                     self.parser.finish();
                 }
-                Ok(n) => {
-                    buffer.truncate(n);
-                    self.parser.feed(Bytes::from(std::mem::take(&mut buffer)));
-                    buffer = vec![0; READ_SIZE];
-                }
+                Ok(n) => self.parser.feed(Bytes::copy_from_slice(&self.buffer[..n])),
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     self.done = true;

@@ -21,7 +21,7 @@ use crate::classify::{Decision, Outcome, classify};
 use crate::connect::{check_response, set_stream_headers};
 use crate::error::{Error, ErrorKind};
 use crate::message::{CloseReason, DelayCause, Message, State};
-use crate::parser::{Frame, Parser};
+use crate::parser::{Frame, ParseError, Parser};
 use crate::source::{Command, Shared, SlowSubscriber, Subscriber};
 
 const NO_CONTENT: reqwest::StatusCode = reqwest::StatusCode::NO_CONTENT;
@@ -294,6 +294,7 @@ impl Supervisor {
         let stall = tokio::time::sleep(read_timeout.unwrap_or(Duration::from_secs(86_400)));
         tokio::pin!(stall);
         let cancel = self.cancel.clone();
+        let mut discarded = 0usize;
         loop {
             if self.reconnect_requested {
                 return Ok(Ended {
@@ -305,8 +306,9 @@ impl Supervisor {
                 biased;
                 () = cancel.cancelled() => Wake::Cancelled,
                 command = self.control.recv() => Wake::Command(command),
-                () = &mut stall, if read_timeout.is_some() => Wake::Stalled,
+                // Data that is ready wins over a deadline that passed meanwhile.
                 chunk = body.next() => Wake::Chunk(chunk),
+                () = &mut stall, if read_timeout.is_some() => Wake::Stalled,
             };
             match wake {
                 Wake::Cancelled | Wake::Command(None) => return Err(Cancelled),
@@ -319,15 +321,31 @@ impl Supervisor {
                     });
                 }
                 Wake::Chunk(Some(Ok(chunk))) => {
+                    let len = chunk.len();
+                    self.shared.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                    trace!(bytes = len, "chunk");
+                    self.parser.feed(chunk);
+                    self.dispatch_frames().await?;
+                    if self.parser.is_discarding_line() {
+                        discarded += len;
+                    } else {
+                        discarded = 0;
+                    }
+                    // A line twice the limit long may never end: stop reading
+                    // garbage and reconnect. A shorter one is skipped in place, so
+                    // the stream makes progress even if the server replays it.
+                    if discarded > self.config.limits.line_length() {
+                        return Ok(Ended {
+                            error: Some(Error::from(ParseError::LineTooLong {
+                                limit: self.config.limits.line_length(),
+                            })),
+                            requested: false,
+                        });
+                    }
+                    // Time spent waiting for slow subscribers is not a stall.
                     if let Some(timeout) = read_timeout {
                         stall.as_mut().reset(Instant::now() + timeout);
                     }
-                    self.shared
-                        .bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    trace!(bytes = chunk.len(), "chunk");
-                    self.parser.feed(chunk);
-                    self.dispatch_frames().await?;
                 }
                 Wake::Chunk(Some(Err(error))) => {
                     return Ok(Ended {
@@ -345,6 +363,8 @@ impl Supervisor {
         }
     }
 
+    /// Broadcasts the frames parsed so far. Never fails on bad input: limit
+    /// errors are sent to subscribers and parsing goes on.
     async fn dispatch_frames(&mut self) -> Result<(), Cancelled> {
         while let Some(frame) = self.parser.next_frame() {
             match frame {
