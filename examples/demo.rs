@@ -28,13 +28,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     println!("server: {url} (drops the connection every few events)");
-    let source = EventSource::builder(&url)
+    let mut subscription = EventSource::builder(&url)
         .retry_delay(Duration::from_millis(50))
         .max_delay(Duration::from_millis(400))
         // Connections here last well under a second; count them as healthy.
         .stable_period(Duration::from_millis(50))
-        .start()?;
-    let mut subscription = source.subscribe();
+        .subscribe()?;
+    let source = subscription.source();
 
     let mut received = Vec::new();
     while let Some(message) = subscription.recv().await {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -406,20 +406,54 @@ impl EventSourceBuilder {
         self
     }
 
-    /// Alias of [`start`](Self::start).
+    /// Creates the source without starting it: add subscribers with
+    /// [`EventSource::subscribe`], then call [`EventSource::start`]. Every
+    /// subscriber added before the start sees every message, which matters when
+    /// fanning one stream out to several consumers.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), everstream::Error> {
+    /// let source = everstream::EventSource::builder("http://127.0.0.1:8080/events").build()?;
+    /// let dashboard = source.subscribe();
+    /// let audit_log = source.subscribe();
+    /// source.start(); // both see the first event
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// See [`start`](Self::start).
-    ///
-    /// # Panics
-    ///
-    /// See [`start`](Self::start).
+    /// Returns the first invalid setting ([`Error::is_config`]): URL, header,
+    /// delays, or a default client that cannot be built.
     pub fn build(self) -> Result<EventSource, Error> {
-        self.start()
+        let (config, last_event_id, defaults) = self.into_config()?;
+        let shared = Arc::new(Shared::new(last_event_id.clone()));
+        let cancel = CancellationToken::new();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let supervisor = Supervisor::new(
+            config,
+            last_event_id,
+            Arc::clone(&shared),
+            cancel.clone(),
+            control_rx,
+        );
+        Ok(EventSource {
+            inner: Arc::new(Inner {
+                shared,
+                cancel,
+                control: control_tx,
+                finished: finished_rx,
+                defaults,
+                unstarted: Mutex::new(Some((supervisor, finished_tx))),
+            }),
+        })
     }
 
-    /// Starts the supervisor and returns its first subscription.
+    /// Starts the supervisor and returns its first subscription, which sees
+    /// every message from the first connection attempt on.
     ///
     /// # Errors
     ///
@@ -430,11 +464,14 @@ impl EventSourceBuilder {
     ///
     /// Panics when called outside a tokio runtime.
     pub fn subscribe(self) -> Result<Subscription, Error> {
-        self.launch().map(|(_, subscription)| subscription)
+        let source = self.build()?;
+        let subscription = source.subscribe();
+        source.start();
+        Ok(subscription)
     }
 
-    /// Starts the supervisor and returns the handle; add subscribers with
-    /// [`EventSource::subscribe`].
+    /// Starts the supervisor and returns the handle. Subscribers added later see
+    /// the messages from then on; use [`build`](Self::build) to add them first.
     ///
     /// # Errors
     ///
@@ -445,29 +482,9 @@ impl EventSourceBuilder {
     ///
     /// Panics when called outside a tokio runtime.
     pub fn start(self) -> Result<EventSource, Error> {
-        self.launch().map(|(source, _)| source)
-    }
-
-    fn launch(self) -> Result<(EventSource, Subscription), Error> {
-        let (config, last_event_id, defaults) = self.into_config()?;
-        let shared = Arc::new(Shared::new(last_event_id.clone()));
-        let cancel = CancellationToken::new();
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (finished_tx, finished_rx) = watch::channel(false);
-        let source = EventSource {
-            inner: Arc::new(Inner {
-                shared: Arc::clone(&shared),
-                cancel: cancel.clone(),
-                control: control_tx,
-                finished: finished_rx,
-                defaults,
-            }),
-        };
-        // Registered before the task starts, so the first subscriber sees everything.
-        let subscription = source.subscribe();
-        let supervisor = Supervisor::new(config, last_event_id, shared, cancel, control_rx);
-        tokio::spawn(supervisor.run(finished_tx));
-        Ok((source, subscription))
+        let source = self.build()?;
+        source.start();
+        Ok(source)
     }
 
     fn into_config(self) -> Result<(Config, String, SubscribeOptions), Error> {

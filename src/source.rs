@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builder::EventSourceBuilder;
 use crate::error::Error;
 use crate::message::{Message, State, Stats};
+use crate::supervisor::Supervisor;
 
 /// What a slow subscriber does to the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,6 +178,8 @@ pub(crate) struct Inner {
     pub(crate) control: mpsc::UnboundedSender<Command>,
     pub(crate) finished: watch::Receiver<bool>,
     pub(crate) defaults: SubscribeOptions,
+    /// The supervisor until [`EventSource::start`] spawns it.
+    pub(crate) unstarted: Mutex<Option<(Supervisor, watch::Sender<bool>)>>,
 }
 
 impl Drop for Inner {
@@ -268,6 +271,26 @@ impl EventSource {
         self.inner.shared.stats()
     }
 
+    /// Starts the supervisor task, if it has not started yet: the first
+    /// connection attempt begins. Sources from
+    /// [`EventSourceBuilder::start`] and [`EventSourceBuilder::subscribe`] are
+    /// already started; this is for [`EventSourceBuilder::build`].
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a tokio runtime.
+    pub fn start(&self) {
+        let unstarted = self
+            .inner
+            .unstarted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((supervisor, finished)) = unstarted {
+            tokio::spawn(supervisor.run(finished));
+        }
+    }
+
     /// Drops the current connection (or skips the current wait) and reconnects at
     /// once, with `Last-Event-ID`.
     pub fn reconnect_now(&self) {
@@ -287,6 +310,8 @@ impl EventSource {
             .closed_by_user
             .store(true, Ordering::Relaxed);
         self.inner.cancel.cancel();
+        // A source never started still tells its subscribers it closed.
+        self.start();
         let mut finished = self.inner.finished.clone();
         // An error means the task is gone (its runtime was dropped): done too.
         let _ = finished.wait_for(|done| *done).await;

@@ -62,6 +62,14 @@ pub(crate) struct Supervisor {
     reconnect_requested: bool,
 }
 
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("url", &redacted_url(&self.config.url))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Supervisor {
     pub(crate) fn new(
         config: Config,
@@ -123,6 +131,9 @@ impl Supervisor {
         let mut failures: u32 = 0;
         let mut unhealthy_since = Instant::now();
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
             // Connecting.
             attempt += 1;
             self.shared.attempts.fetch_add(1, Ordering::Relaxed);

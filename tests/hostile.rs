@@ -175,12 +175,12 @@ async fn huge_retry_values_are_capped_by_the_maximum_delay() {
 #[tokio::test]
 async fn a_slow_lossless_subscriber_does_not_trip_the_read_timeout() {
     let server = Server::always(Reply::sse(vec![send(numbered(0, 50)), Step::Stall])).await;
-    let source = fast(server.url("/"))
+    let mut slow = fast(server.url("/"))
         .read_timeout(100 * MS)
         .channel_capacity(2)
-        .start()
+        .subscribe()
         .unwrap();
-    let mut slow = source.subscribe();
+    let source = slow.source();
     let mut seen = 0;
     while seen < 50 {
         if let Some(Message::Event(_)) = slow.recv().await {
@@ -383,13 +383,14 @@ async fn close_ends_the_task_and_ten_thousand_sources_keep_memory_flat() {
 #[tokio::test]
 async fn lossy_subscriber_is_told_what_it_missed_even_on_a_quiet_stream() {
     let server = Server::always(Reply::sse(vec![send(numbered(0, 100)), Step::Stall])).await;
-    let source = fast(server.url("/")).start().unwrap();
+    let source = fast(server.url("/")).build().unwrap();
     let mut lossy = source.subscribe_with(
         SubscribeOptions::default()
             .capacity(1)
             .slow_subscriber(SlowSubscriber::Skip),
     );
     let mut lossless = source.subscribe();
+    source.start();
     collect_until(&mut lossless, events_seen(100)).await;
     // The stream is now quiet; the lossy subscriber still learns its count.
     let messages = collect_until(&mut lossy, |m, _| matches!(m, Message::Missed { .. })).await;

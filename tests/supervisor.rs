@@ -509,9 +509,10 @@ async fn a_failing_hook_fails_the_attempt_and_is_retried() {
 #[tokio::test]
 async fn two_subscribers_share_one_connection() {
     let server = Server::always(Reply::sse(vec![send(numbered(0, 50)), Step::Stall])).await;
-    let source = fast(&server).start().unwrap();
+    let source = fast(&server).build().unwrap();
     let mut first = source.subscribe();
     let mut second = source.subscribe();
+    source.start();
     let a = collect_until(&mut first, event_count(50)).await;
     let b = collect_until(&mut second, event_count(50)).await;
     assert_eq!(events(&a), events(&b));
@@ -526,13 +527,14 @@ async fn two_subscribers_share_one_connection() {
 async fn slow_lossless_subscriber_loses_nothing_and_lossy_one_counts_misses() {
     let total = 2000;
     let server = Server::always(Reply::sse(vec![send(numbered(0, total)), Step::Stall])).await;
-    let source = fast(&server).channel_capacity(8).start().unwrap();
+    let source = fast(&server).channel_capacity(8).build().unwrap();
     let mut lossless = source.subscribe();
     let mut lossy = source.subscribe_with(
         SubscribeOptions::default()
             .capacity(4)
             .slow_subscriber(SlowSubscriber::Skip),
     );
+    source.start();
     // The lossless subscriber is slow, but reads everything.
     let slow = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -755,4 +757,48 @@ async fn resumes_exactly_once_across_a_thousand_forced_disconnects() {
         .collect();
     assert_eq!(ids, (0..TOTAL).collect::<Vec<_>>());
     assert!(server.request_count() > 1000, "{}", server.request_count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_source_waits_for_start_so_every_subscriber_sees_everything() {
+    let server = Server::always(Reply::sse(vec![send(numbered(0, 20)), Step::Stall])).await;
+    let source = fast(&server).build().unwrap();
+    let mut subscriptions: Vec<_> = (0..4).map(|_| source.subscribe()).collect();
+    tokio::time::sleep(20 * MS).await;
+    assert_eq!(server.request_count(), 0, "nothing happens before start()");
+    source.start();
+    source.start(); // idempotent
+    for subscription in &mut subscriptions {
+        let messages = collect_until(subscription, event_count(20)).await;
+        assert!(matches!(messages[0], Message::Connecting { attempt: 1 }));
+        assert_eq!(events(&messages).len(), 20);
+    }
+    assert_eq!(server.request_count(), 1);
+    source.close().await;
+}
+
+#[tokio::test]
+async fn closing_or_dropping_a_source_that_never_started() {
+    let source = EventSource::builder("http://127.0.0.1:9/").build().unwrap();
+    let mut subscription = source.subscribe();
+    source.close().await;
+    let messages = collect_until(&mut subscription, is_closed).await;
+    assert!(matches!(
+        messages[..],
+        [Message::Closed(CloseReason::ByUser)]
+    ));
+
+    let source = EventSource::builder("http://127.0.0.1:9/").build().unwrap();
+    let mut subscription = source.subscribe();
+    drop(source);
+    // The subscription still holds the source: it has not started, nothing arrives.
+    assert!(
+        tokio::time::timeout(50 * MS, subscription.recv())
+            .await
+            .is_err(),
+        "an unstarted source sends nothing"
+    );
+    let handle = subscription.source();
+    drop(subscription);
+    handle.close().await;
 }
