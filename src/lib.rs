@@ -76,3 +76,13 @@ const _: () = {
     assert_clone::<Message>();
     assert_clone::<EventSource>();
 };
+
+// The Rust snippets in the README and guides are compiled as doctests, so they
+// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/coming-from-httpx-sse.md")]
+struct HttpxSseGuideDoctests;
