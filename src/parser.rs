@@ -115,7 +115,7 @@ pub enum Frame {
 enum Data {
     #[default]
     Empty,
-    Single(Bytes),
+    Single(ByteString),
     Multi(BytesMut),
 }
 
@@ -169,6 +169,17 @@ pub struct Parser {
     id_buffer: ByteString,
     /// The last event ID string of the source.
     last_event_id: ByteString,
+    /// `id_buffer` changed since the last dispatch.
+    id_changed: bool,
+    /// The last line split across chunks, once complete.
+    joined: Bytes,
+    line_hint: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Input,
+    Joined,
 }
 
 impl Default for Parser {
@@ -199,6 +210,9 @@ impl Parser {
             block_retry: None,
             id_buffer: ByteString::new(),
             last_event_id: ByteString::new(),
+            id_changed: false,
+            joined: Bytes::new(),
+            line_hint: 0,
         }
     }
 
@@ -258,12 +272,52 @@ impl Parser {
     /// that event is skipped and the following frames are parsed normally.
     pub fn next_frame(&mut self) -> Option<Result<Frame, ParseError>> {
         loop {
-            let line = match self.next_line()? {
-                Ok(line) => line,
-                Err(error) => return Some(Err(error)),
+            if !self.strip_bom() {
+                return None;
+            }
+            if self.skip_lf && !self.input.is_empty() {
+                self.skip_lf = false;
+                if self.input[0] == b'\n' {
+                    self.input.advance(1);
+                }
+            }
+            if self.input.is_empty() {
+                return None;
+            }
+            let Some(end) = find_line_end(&self.input) else {
+                return self.keep_partial_line();
             };
-            if let Some(frame) = self.process_line(line) {
-                return Some(frame);
+            let mut consumed = end + 1;
+            if self.input[end] == b'\r' {
+                match self.input.get(end + 1) {
+                    Some(b'\n') => consumed += 1,
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+            if self.discarding_line {
+                self.discarding_line = false;
+                self.input.advance(consumed);
+                continue;
+            }
+            let result = if self.partial.is_empty() {
+                // The common case: the line lies inside the input and is parsed in
+                // place; only a data value becomes a `Bytes` (one reference count).
+                let result = self.process_line(Src::Input, end);
+                self.input.advance(consumed);
+                result
+            } else {
+                self.partial.extend_from_slice(&self.input[..end]);
+                self.input.advance(consumed);
+                self.joined = self.partial.split().freeze();
+                self.line_hint = self.joined.len().min(1 << 20) + 1;
+                let result = self.process_line(Src::Joined, self.joined.len());
+                // Values were sliced out of it; do not keep the rest alive.
+                self.joined = Bytes::new();
+                result
+            };
+            if result.is_some() {
+                return result;
             }
         }
     }
@@ -290,56 +344,8 @@ impl Parser {
         true
     }
 
-    /// The next complete line, without its ending.
-    fn next_line(&mut self) -> Option<Result<Bytes, ParseError>> {
-        loop {
-            if !self.strip_bom() {
-                return None;
-            }
-            if self.skip_lf && !self.input.is_empty() {
-                self.skip_lf = false;
-                if self.input[0] == b'\n' {
-                    self.input.advance(1);
-                }
-            }
-            if self.input.is_empty() {
-                return None;
-            }
-            let Some(end) = memchr::memchr2(b'\n', b'\r', &self.input) else {
-                return self.keep_partial_line();
-            };
-            let ended_by_cr = self.input[end] == b'\r';
-            let tail = self.input.split_to(end);
-            self.input.advance(1);
-            if ended_by_cr {
-                match self.input.first() {
-                    Some(b'\n') => self.input.advance(1),
-                    Some(_) => {}
-                    None => self.skip_lf = true,
-                }
-            }
-            if self.discarding_line {
-                self.discarding_line = false;
-                continue;
-            }
-            let line = if self.partial.is_empty() {
-                tail
-            } else {
-                self.partial.extend_from_slice(&tail);
-                self.partial.split().freeze()
-            };
-            if line.len() > self.limits.max_line_length {
-                self.skipping_block = true;
-                return Some(Err(ParseError::LineTooLong {
-                    limit: self.limits.max_line_length,
-                }));
-            }
-            return Some(Ok(line));
-        }
-    }
-
     /// Keeps the unterminated rest of the input for the next chunk, within the limit.
-    fn keep_partial_line(&mut self) -> Option<Result<Bytes, ParseError>> {
+    fn keep_partial_line(&mut self) -> Option<Result<Frame, ParseError>> {
         let rest = std::mem::take(&mut self.input);
         if self.discarding_line {
             return None;
@@ -352,31 +358,57 @@ impl Parser {
                 limit: self.limits.max_line_length,
             }));
         }
+        if self.partial.is_empty() {
+            // One allocation of the size the last split line had, instead of
+            // doubling (and copying) its way up to it.
+            self.partial.reserve(rest.len().max(self.line_hint));
+        }
         self.partial.extend_from_slice(&rest);
         None
     }
 
-    fn process_line(&mut self, line: Bytes) -> Option<Result<Frame, ParseError>> {
-        if line.is_empty() {
+    fn buffer(&self, src: Src) -> &Bytes {
+        match src {
+            Src::Input => &self.input,
+            Src::Joined => &self.joined,
+        }
+    }
+
+    /// Processes the line `buffer(src)[..len]`.
+    fn process_line(&mut self, src: Src, len: usize) -> Option<Result<Frame, ParseError>> {
+        if len == 0 {
             return self.dispatch().map(Ok);
         }
-        let (name, value) = match memchr::memchr(b':', &line) {
-            Some(0) => {
-                let text = strip_one_space(line.slice(1..));
+        if len > self.limits.max_line_length {
+            self.skipping_block = true;
+            return Some(Err(ParseError::LineTooLong {
+                limit: self.limits.max_line_length,
+            }));
+        }
+        let line = &self.buffer(src)[..len];
+        let (name_end, mut value_start) = match memchr::memchr(b':', line) {
+            Some(colon) => (colon, colon + 1),
+            None => (len, len),
+        };
+        if line.get(value_start) == Some(&b' ') {
+            value_start += 1;
+        }
+        let value = value_start..len;
+        match &line[..name_end] {
+            b"" => {
                 return Some(Ok(Frame::Comment(
-                    String::from_utf8_lossy(&text).into_owned(),
+                    String::from_utf8_lossy(&line[value]).into_owned(),
                 )));
             }
-            Some(colon) => (&line[..colon], strip_one_space(line.slice(colon + 1..))),
-            None => (&line[..], Bytes::new()),
-        };
-        match name {
-            b"data" => return self.append_data(value),
-            b"event" => self.event_type = Some(value),
+            b"data" => return self.append_data(src, value),
+            b"event" => self.event_type = Some(self.buffer(src).slice(value)),
             // An id containing NUL is ignored entirely.
-            b"id" if memchr::memchr(0, &value).is_none() => self.id_buffer = decode(value),
+            b"id" if memchr::memchr(0, &line[value.clone()]).is_none() => {
+                self.id_buffer = decode_range(self.buffer(src), value);
+                self.id_changed = true;
+            }
             b"retry" => {
-                if let Some(millis) = parse_retry(&value) {
+                if let Some(millis) = parse_retry(&line[value]) {
                     let delay = Duration::from_millis(millis);
                     self.block_retry = Some(delay);
                     return Some(Ok(Frame::Retry(delay)));
@@ -387,7 +419,11 @@ impl Parser {
         None
     }
 
-    fn append_data(&mut self, value: Bytes) -> Option<Result<Frame, ParseError>> {
+    fn append_data(
+        &mut self,
+        src: Src,
+        value: std::ops::Range<usize>,
+    ) -> Option<Result<Frame, ParseError>> {
         if self.skipping_block {
             return None;
         }
@@ -400,17 +436,18 @@ impl Parser {
             }));
         }
         self.data = match std::mem::take(&mut self.data) {
-            Data::Empty => Data::Single(value),
+            Data::Empty => Data::Single(decode_range(self.buffer(src), value)),
             Data::Single(first) => {
+                let value = &self.buffer(src)[value];
                 let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
-                joined.extend_from_slice(&first);
+                joined.extend_from_slice(first.as_bytes());
                 joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(&value);
+                joined.extend_from_slice(value);
                 Data::Multi(joined)
             }
             Data::Multi(mut joined) => {
                 joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(&value);
+                joined.extend_from_slice(&self.buffer(src)[value]);
                 Data::Multi(joined)
             }
         };
@@ -419,7 +456,9 @@ impl Parser {
 
     /// A blank line: commit the last event ID and dispatch the block, if it has data.
     fn dispatch(&mut self) -> Option<Frame> {
-        self.last_event_id = self.id_buffer.clone();
+        if std::mem::take(&mut self.id_changed) {
+            self.last_event_id = self.id_buffer.clone();
+        }
         let data = std::mem::take(&mut self.data);
         let event_type = self.event_type.take();
         let retry = self.block_retry.take();
@@ -429,7 +468,7 @@ impl Parser {
             _ if skipped => return None,
             Data::Empty => return None,
             Data::Single(data) => data,
-            Data::Multi(data) => data.freeze(),
+            Data::Multi(data) => decode(data.freeze()),
         };
         let event_type = match event_type {
             Some(name) if !name.is_empty() => decode(name),
@@ -437,19 +476,24 @@ impl Parser {
         };
         Some(Frame::Event(Event::from_parts(
             event_type,
-            decode(data),
+            data,
             self.last_event_id.clone(),
             retry,
         )))
     }
 }
 
-/// Removes exactly one leading U+0020, as the spec does for field values.
-fn strip_one_space(mut value: Bytes) -> Bytes {
-    if value.first() == Some(&b' ') {
-        value.advance(1);
+/// Decodes `buffer[range]` with one validation and one reference count.
+fn decode_range(buffer: &Bytes, range: std::ops::Range<usize>) -> ByteString {
+    match ByteString::try_from(buffer.slice(range.clone())) {
+        Ok(text) => text,
+        Err(_) => ByteString::from(String::from_utf8_lossy(&buffer[range]).into_owned()),
     }
-    value
+}
+
+/// The first CR or LF.
+fn find_line_end(input: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'\n', b'\r', input)
 }
 
 /// UTF-8 decodes with U+FFFD for each invalid sequence, without copying valid input.
@@ -457,9 +501,10 @@ fn strip_one_space(mut value: Bytes) -> Bytes {
 /// Decoding per field value gives the same text as decoding the whole stream
 /// first: values are delimited by ASCII bytes, which always end an invalid sequence.
 fn decode(bytes: Bytes) -> ByteString {
-    match ByteString::try_from(bytes.clone()) {
-        Ok(text) => text,
-        Err(_) => ByteString::from(String::from_utf8_lossy(&bytes).into_owned()),
+    if std::str::from_utf8(&bytes).is_ok() {
+        ByteString::try_from(bytes).unwrap_or_default()
+    } else {
+        ByteString::from(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 

@@ -1,0 +1,294 @@
+//! Shared workloads and drivers for the `parser` (criterion) and `ratios` benches.
+//!
+//! Every driver gets the same pre-split `Vec<Bytes>` and clones the chunks it feeds
+//! (an O(1) reference-count bump), so the only difference between them is the
+//! decoding work. Each returns the number of events it saw; `verify` checks once,
+//! outside any timing, that every implementation agrees on that number.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::executor::block_on;
+use futures::stream;
+
+/// Each workload is generated until it is at least this large.
+const TARGET_SIZE: usize = 4 << 20;
+
+/// The chunk sizes every workload is fed in: a typical TCP read and a large one.
+pub const CHUNK_SIZES: [usize; 2] = [8 << 10, 64 << 10];
+
+/// One generated event stream.
+pub struct Workload {
+    /// Short name used in benchmark IDs and tables.
+    pub name: &'static str,
+    /// The whole body.
+    pub body: Vec<u8>,
+    /// How many events a spec-following parser dispatches from `body`.
+    pub events: usize,
+}
+
+impl Workload {
+    /// `body` cut into chunks of `size` bytes (the last one shorter), each its own
+    /// allocation as a network read would be.
+    pub fn chunks(&self, size: usize) -> Vec<Bytes> {
+        self.body.chunks(size).map(Bytes::copy_from_slice).collect()
+    }
+}
+
+/// All workloads, in table order.
+pub fn workloads() -> Vec<Workload> {
+    vec![small(), large(), multiline(), crlf(), llm()]
+}
+
+/// ~53-byte JSON events (a 52-byte data line; every eighth event adds an `id:` line).
+fn small() -> Workload {
+    build("small", |body, n| {
+        if n % 8 == 0 {
+            let _ = writeln!(body, "id: {n}");
+        }
+        let _ = write!(
+            body,
+            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}\n\n",
+            1_000_000 + n % 1_000_000
+        );
+    })
+}
+
+/// One 64 KiB `data:` line per event.
+fn large() -> Workload {
+    let line: String = (0..64 << 10)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    build("large", |body, n| {
+        let _ = write!(body, "id: {n}\ndata: {line}\n\n");
+    })
+}
+
+/// Events of 5 to 10 `data:` lines, some with an `event:` type.
+fn multiline() -> Workload {
+    build("multiline", |body, n| {
+        if n % 4 == 0 {
+            body.push_str("event: update\n");
+        }
+        for line in 0..5 + n % 6 {
+            let _ = writeln!(body, "data: line {line} of event {n}: lorem ipsum dolor");
+        }
+        body.push('\n');
+    })
+}
+
+/// The `small` events with CRLF line endings.
+fn crlf() -> Workload {
+    build("crlf", |body, n| {
+        if n % 8 == 0 {
+            let _ = write!(body, "id: {n}\r\n");
+        }
+        let _ = write!(
+            body,
+            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}\r\n\r\n",
+            1_000_000 + n % 1_000_000
+        );
+    })
+}
+
+/// OpenAI-style chat-completion chunks, ending with `data: [DONE]`.
+fn llm() -> Workload {
+    const TOKENS: [&str; 12] = [
+        "The",
+        " quick",
+        " brown",
+        " fox",
+        " jumps",
+        " over",
+        " the",
+        " lazy",
+        " dog",
+        ".",
+        " caf\u{e9}",
+        " \u{65e5}\u{672c}",
+    ];
+    let mut workload = build("llm", |body, n| {
+        let _ = write!(
+            body,
+            "data: {{\"id\":\"chatcmpl-9x2KqZ7bV4nLmT0aYcR8sPdE1fGh\",\
+             \"object\":\"chat.completion.chunk\",\"created\":1718000000,\
+             \"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\
+             \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\
+             \"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
+            TOKENS[n % TOKENS.len()]
+        );
+    });
+    workload.body.extend_from_slice(b"data: [DONE]\n\n");
+    workload.events += 1;
+    workload
+}
+
+/// Appends events with `event` until the body reaches `TARGET_SIZE`.
+fn build(name: &'static str, mut event: impl FnMut(&mut String, usize)) -> Workload {
+    let mut body = String::with_capacity(TARGET_SIZE + (128 << 10));
+    let mut events = 0;
+    while body.len() < TARGET_SIZE {
+        event(&mut body, events);
+        events += 1;
+    }
+    Workload {
+        name,
+        body: body.into_bytes(),
+        events,
+    }
+}
+
+/// The implementations compared, in table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// Lower bound: visit every `\n` with `memchr::memchr_iter`, no parsing.
+    Memchr,
+    /// `everstream::Parser` driven directly: feed a chunk, drain its frames.
+    Parser,
+    /// `everstream::EventStream` over `futures::stream::iter`, polled by `block_on`.
+    EventStream,
+    /// `sse_stream::SseByteStream`, same executor.
+    SseStream,
+    /// `eventsource_stream::EventStream`, same executor.
+    EventsourceStream,
+}
+
+impl Impl {
+    /// All implementations; the baseline comes first.
+    pub const ALL: [Impl; 5] = [
+        Impl::Memchr,
+        Impl::Parser,
+        Impl::EventStream,
+        Impl::SseStream,
+        Impl::EventsourceStream,
+    ];
+
+    /// The name used in benchmark IDs and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Memchr => "memchr",
+            Impl::Parser => "everstream-parser",
+            Impl::EventStream => "everstream-stream",
+            Impl::SseStream => "sse-stream",
+            Impl::EventsourceStream => "eventsource-stream",
+        }
+    }
+
+    /// Whether this is one of the other crates.
+    #[allow(dead_code, reason = "only the ratios bench ranks the peers")]
+    pub fn is_peer(self) -> bool {
+        matches!(self, Impl::SseStream | Impl::EventsourceStream)
+    }
+
+    /// Decodes `chunks` once and returns the count: newlines for the baseline,
+    /// events for the others.
+    pub fn run(self, chunks: &[Bytes]) -> usize {
+        match self {
+            Impl::Memchr => count_newlines(chunks),
+            Impl::Parser => everstream_parser(chunks),
+            Impl::EventStream => everstream_stream(chunks),
+            Impl::SseStream => sse_stream(chunks),
+            Impl::EventsourceStream => eventsource_stream(chunks),
+        }
+    }
+}
+
+/// Panics unless every implementation counts the workload's events (and the
+/// baseline its newlines) when fed `chunks`.
+pub fn verify(workload: &Workload, chunks: &[Bytes]) {
+    let newlines = memchr::memchr_iter(b'\n', &workload.body).count();
+    for imp in Impl::ALL {
+        let expected = if imp == Impl::Memchr {
+            newlines
+        } else {
+            workload.events
+        };
+        let counted = imp.run(chunks);
+        assert_eq!(
+            counted,
+            expected,
+            "{} counted {counted} on {} in {} chunks, expected {expected}",
+            imp.name(),
+            workload.name,
+            chunks.len()
+        );
+    }
+}
+
+fn byte_stream(chunks: &[Bytes]) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + '_ {
+    stream::iter(chunks.iter().cloned().map(Ok))
+}
+
+// A `for` loop over the iterator on purpose: `memchr_iter(..).count()` is
+// specialised into a vectorised count that never yields a position, which would
+// not be a lower bound for anything that has to look at each line.
+fn count_newlines(chunks: &[Bytes]) -> usize {
+    let mut newlines = 0;
+    for chunk in chunks {
+        let chunk = chunk.clone();
+        for position in memchr::memchr_iter(b'\n', &chunk) {
+            black_box(position);
+            newlines += 1;
+        }
+    }
+    newlines
+}
+
+fn everstream_parser(chunks: &[Bytes]) -> usize {
+    let mut parser = everstream::Parser::new();
+    let mut events = 0;
+    for chunk in chunks {
+        parser.feed(chunk.clone());
+        while let Some(frame) = parser.next_frame() {
+            if let Ok(everstream::Frame::Event(event)) = frame {
+                black_box(&event);
+                events += 1;
+            }
+        }
+    }
+    parser.finish();
+    events
+}
+
+fn everstream_stream(chunks: &[Bytes]) -> usize {
+    block_on(async {
+        let mut events = everstream::EventStream::new(byte_stream(chunks));
+        let mut count = 0;
+        while let Some(event) = events.next().await {
+            black_box(&event.expect("no limit is reached"));
+            count += 1;
+        }
+        count
+    })
+}
+
+fn sse_stream(chunks: &[Bytes]) -> usize {
+    block_on(async {
+        let mut blocks = sse_stream::SseByteStream::new(byte_stream(chunks));
+        let mut count = 0;
+        while let Some(block) = blocks.next().await {
+            // It also yields blocks without data; those are not events.
+            let block = block.expect("the workloads are valid UTF-8");
+            if block.data.is_some() {
+                count += 1;
+            }
+            black_box(&block);
+        }
+        count
+    })
+}
+
+fn eventsource_stream(chunks: &[Bytes]) -> usize {
+    block_on(async {
+        let mut events = eventsource_stream::EventStream::new(byte_stream(chunks));
+        let mut count = 0;
+        while let Some(event) = events.next().await {
+            black_box(&event.expect("the workloads are valid UTF-8"));
+            count += 1;
+        }
+        count
+    })
+}
