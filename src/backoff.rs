@@ -69,6 +69,31 @@ impl Backoff {
     }
 }
 
+/// Consecutive failed attempts since the last healthy connection: the exponent of
+/// the backoff and the count the give-up policy checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Failures(u32);
+
+impl Failures {
+    /// Records the end of an attempt that was open for `open_for` (`None`: it
+    /// never opened). A connection open for at least `stable_period` was healthy:
+    /// the count restarts, so the next delay is the base again. Returns whether
+    /// it was healthy.
+    pub(crate) fn record(&mut self, open_for: Option<Duration>, stable_period: Duration) -> bool {
+        let healthy = open_for.is_some_and(|open_for| open_for >= stable_period);
+        if healthy {
+            self.0 = 0;
+        }
+        self.0 = self.0.saturating_add(1);
+        healthy
+    }
+
+    /// The count, at least 1 after the first `record`.
+    pub(crate) fn count(self) -> u32 {
+        self.0
+    }
+}
+
 /// A small, fast pseudo-random generator (SplitMix64) for jitter. Seeded from the
 /// process's random hasher keys by default, or explicitly for reproducible runs.
 #[derive(Debug, Clone)]
@@ -179,7 +204,54 @@ mod tests {
         assert_eq!(samples[0], b.next_f64());
     }
 
+    #[test]
+    fn failures_reset_only_after_a_stable_connection() {
+        let stable = Duration::from_secs(5);
+        let mut failures = Failures::default();
+        assert!(!failures.record(None, stable));
+        assert!(!failures.record(Some(Duration::from_secs(4)), stable));
+        assert_eq!(failures.count(), 2);
+        assert!(failures.record(Some(stable), stable));
+        assert_eq!(failures.count(), 1);
+    }
+
+    /// One attempt's end: never opened, or open for this many milliseconds.
+    fn attempt() -> impl Strategy<Value = Option<u64>> {
+        prop_oneof![Just(None), (0u64..20_000).prop_map(Some)]
+    }
+
     proptest! {
+        #[test]
+        fn backoff_over_random_attempt_sequences(
+            attempts in prop::collection::vec(attempt(), 1..60),
+            randoms in prop::collection::vec(0.0f64..1.0, 60),
+            base_ms in 0u64..5_000,
+            stable_ms in 0u64..10_000,
+        ) {
+            let backoff = Backoff::default();
+            let base = Duration::from_millis(base_ms);
+            let stable = Duration::from_millis(stable_ms);
+            let mut failures = Failures::default();
+            let mut since_healthy = 0u32;
+            for (open_for, random) in attempts.iter().zip(&randoms) {
+                let open_for = open_for.map(Duration::from_millis);
+                let healthy = failures.record(open_for, stable);
+                since_healthy = if healthy { 1 } else { since_healthy + 1 };
+                prop_assert_eq!(failures.count(), since_healthy);
+                let delay = backoff.delay(base, failures.count(), *random);
+                prop_assert!(delay <= backoff.max, "{:?} above max", delay);
+                prop_assert!(delay >= backoff.floor, "{:?} below floor", delay);
+                let lowest = base.clamp(backoff.floor, backoff.max);
+                if healthy {
+                    // Reset: back to the base, plus at most the jitter.
+                    let highest = base.mul_f64(1.0 + backoff.jitter).clamp(backoff.floor, backoff.max);
+                    prop_assert!(delay >= lowest && delay <= highest, "{:?} not reset", delay);
+                } else {
+                    prop_assert!(delay >= lowest);
+                }
+            }
+        }
+
         #[test]
         fn delay_always_within_floor_and_max(
             initial_ms in 0u64..100_000,

@@ -501,6 +501,12 @@ fn find_line_end(input: &[u8]) -> Option<usize> {
 /// Decoding per field value gives the same text as decoding the whole stream
 /// first: values are delimited by ASCII bytes, which always end an invalid sequence.
 fn decode(bytes: Bytes) -> ByteString {
+    // `try_from` consumes its input even when it fails. For a short value a second
+    // validation costs less than a reference-count pair; a long one (multi-line
+    // data) keeps a clone instead, so it is validated once.
+    if bytes.len() > 256 {
+        return decode_range(&bytes, 0..bytes.len());
+    }
     if std::str::from_utf8(&bytes).is_ok() {
         ByteString::try_from(bytes).unwrap_or_default()
     } else {

@@ -67,13 +67,38 @@ where
     type Item = Result<Frame, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_select(cx, Some)
+    }
+}
+
+impl<S, B, E> Frames<S>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: Into<Bytes>,
+    E: Into<BoxError>,
+{
+    /// Polls for the next frame `select` keeps (events only, say) without
+    /// wrapping and unwrapping every frame on the way.
+    #[inline]
+    fn poll_select<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        select: impl Fn(Frame) -> Option<T>,
+    ) -> Poll<Option<Result<T, Error>>> {
         let mut this = self.project();
         loop {
-            if let Some(frame) = this.parser.next_frame() {
-                if let Ok(Frame::Retry(delay)) = frame {
-                    *this.retry = Some(delay);
+            match this.parser.next_frame() {
+                Some(Ok(frame)) => {
+                    if let Frame::Retry(delay) = frame {
+                        *this.retry = Some(delay);
+                    }
+                    if let Some(kept) = select(frame) {
+                        return Poll::Ready(Some(Ok(kept)));
+                    }
+                    continue;
                 }
-                return Poll::Ready(Some(frame.map_err(Error::from)));
+                Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                None => {}
             }
             if *this.done {
                 return Poll::Ready(None);
@@ -182,15 +207,10 @@ where
     type Item = Result<Event, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut frames = self.project().frames;
-        loop {
-            match ready!(frames.as_mut().poll_next(cx)) {
-                Some(Ok(Frame::Event(event))) => return Poll::Ready(Some(Ok(event))),
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
-                None => return Poll::Ready(None),
-            }
-        }
+        self.project().frames.poll_select(cx, |frame| match frame {
+            Frame::Event(event) => Some(event),
+            _ => None,
+        })
     }
 }
 

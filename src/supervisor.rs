@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, trace, warn};
 
-use crate::backoff::Jitter;
+use crate::backoff::{Failures, Jitter};
 use crate::builder::Config;
 use crate::classify::{Decision, Outcome, classify};
 use crate::connect::{check_response, set_stream_headers};
@@ -128,7 +128,7 @@ impl Supervisor {
 
     async fn lifecycle(&mut self) -> Result<CloseReason, Cancelled> {
         let mut attempt: u64 = 0;
-        let mut failures: u32 = 0;
+        let mut failures = Failures::default();
         let mut unhealthy_since = Instant::now();
         loop {
             if self.cancel.is_cancelled() {
@@ -140,7 +140,7 @@ impl Supervisor {
             self.shared.set_state(State::Connecting);
             debug!(attempt, "connecting");
             self.broadcast(Message::Connecting { attempt }).await?;
-            let (error, requested) = match self.connect(attempt).await? {
+            let (error, requested, open_for) = match self.connect(attempt).await? {
                 Ok(response) => {
                     // Open.
                     let opened_at = Instant::now();
@@ -160,14 +160,9 @@ impl Supervisor {
                     self.parser.finish();
                     self.shared.set_state(State::Waiting);
                     let ended = ended?;
-                    if opened_at.elapsed() >= self.config.stable_period {
-                        failures = 0;
-                        unhealthy_since = Instant::now();
-                        self.reset_policy();
-                    }
-                    (ended.error, ended.requested)
+                    (ended.error, ended.requested, Some(opened_at.elapsed()))
                 }
-                Err(error) => (Some(error), false),
+                Err(error) => (Some(error), false, None),
             };
             self.shared.set_state(State::Waiting);
             if let Some(error) = &error {
@@ -184,7 +179,11 @@ impl Supervisor {
             }
 
             // Decide.
-            failures = failures.saturating_add(1);
+            if failures.record(open_for, self.config.stable_period) {
+                unhealthy_since = Instant::now();
+                self.reset_policy();
+            }
+            let consecutive = failures.count();
             let outcome = match &error {
                 Some(error) => Outcome::Failed(error),
                 None => Outcome::Ended,
@@ -220,14 +219,14 @@ impl Supervisor {
             let out_of_attempts = self
                 .config
                 .max_attempts
-                .is_some_and(|max| u64::from(failures) >= max);
+                .is_some_and(|max| u64::from(consecutive) >= max);
             let out_of_time = self.config.max_elapsed.is_some_and(|max| elapsed >= max);
             let Some((delay, cause)) = self
-                .next_delay(failures, at_least)
+                .next_delay(consecutive, at_least)
                 .filter(|_| !out_of_attempts && !out_of_time)
             else {
                 return Ok(CloseReason::GaveUp {
-                    attempts: u64::from(failures),
+                    attempts: u64::from(consecutive),
                     elapsed,
                     last_error: error,
                 });

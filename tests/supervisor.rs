@@ -802,3 +802,44 @@ async fn closing_or_dropping_a_source_that_never_started() {
     drop(subscription);
     handle.close().await;
 }
+
+/// A resolver for which every name fails: no network at all, so the test can
+/// run under tokio's paused clock.
+struct NoDns;
+
+impl reqwest::dns::Resolve for NoDns {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async { Err("no such host".into()) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_schedule_under_a_paused_clock() {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(NoDns)
+        .build()
+        .unwrap();
+    let mut subscription = EventSource::builder("http://stream.example.invalid/")
+        .client(client)
+        .jitter(0.0)
+        .max_attempts(8)
+        .subscribe()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut attempts_at = Vec::new();
+    let reason = loop {
+        match subscription.recv().await.unwrap() {
+            Message::Connecting { .. } => attempts_at.push(started.elapsed()),
+            Message::Closed(reason) => break reason,
+            _ => {}
+        }
+    };
+    let gaps: Vec<u64> = attempts_at
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs())
+        .collect();
+    // Defaults: 1 s base, doubling, capped at 30 s; minutes pass in no real time.
+    assert_eq!(gaps, [1, 2, 4, 8, 16, 30, 30]);
+    assert!(matches!(reason, CloseReason::GaveUp { attempts: 8, .. }));
+}
