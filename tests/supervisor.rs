@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use everstream::{
-    CloseReason, DelayCause, EventSource, EventSourceBuilder, Message, SlowSubscriber, State,
-    SubscribeOptions, Subscription,
+    CloseReason, Decision, DelayCause, EventSource, EventSourceBuilder, Message, Outcome,
+    SlowSubscriber, State, SubscribeOptions, Subscription,
 };
 use support::{Reply, Server, Step, numbered, send};
 
@@ -842,4 +842,58 @@ async fn backoff_schedule_under_a_paused_clock() {
     // Defaults: 1 s base, doubling, capped at 30 s; minutes pass in no real time.
     assert_eq!(gaps, [1, 2, 4, 8, 16, 30, 30]);
     assert!(matches!(reason, CloseReason::GaveUp { attempts: 8, .. }));
+}
+
+#[tokio::test]
+async fn a_custom_classifier_turns_401_into_a_retry_with_a_fresh_token() {
+    let server = Server::start(|request, _| match request.header("authorization") {
+        Some("Bearer fresh") => Reply::sse(vec![send("data: welcome back\n\n"), Step::Stall]),
+        _ => Reply::status(401, "token expired"),
+    })
+    .await;
+    let mut subscription = fast(&server)
+        .on_request(|attempt, mut request| async move {
+            let token = if attempt == 1 {
+                "Bearer stale"
+            } else {
+                "Bearer fresh"
+            };
+            request
+                .headers_mut()
+                .insert("authorization", token.parse()?);
+            Ok(request)
+        })
+        .classify(|outcome, default| match outcome {
+            Outcome::Failed(error) if error.status().is_some_and(|s| s == 401) => {
+                Decision::Reconnect { at_least: None }
+            }
+            _ => default,
+        })
+        .subscribe()
+        .unwrap();
+    let messages = collect_until(&mut subscription, event_count(1)).await;
+    assert_eq!(events(&messages), [("".into(), "welcome back".into())]);
+    assert!(messages.iter().any(|m| matches!(
+        m,
+        Message::Disconnected { error: Some(e), will_retry: true } if e.status().is_some_and(|s| s == 401)
+    )));
+    assert_eq!(server.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_custom_classifier_can_stop_after_a_clean_end() {
+    let server = Server::always(Reply::sse(vec![send("data: once\n\n")])).await;
+    let mut subscription = fast(&server)
+        .classify(|outcome, default| match outcome {
+            Outcome::Ended => Decision::Stop,
+            _ => default,
+        })
+        .subscribe()
+        .unwrap();
+    let messages = collect_until(&mut subscription, is_closed).await;
+    assert!(matches!(
+        messages.last(),
+        Some(Message::Closed(CloseReason::Stopped))
+    ));
+    assert_eq!(server.request_count(), 1);
 }
