@@ -49,7 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Message::Connecting { attempt } => println!("connecting (attempt {attempt})"),
             Message::Open { status, .. } => println!("open ({status})"),
             Message::Disconnected { error, will_retry } => match error {
-                Some(error) => println!("disconnected: {} (retry: {will_retry})", chain(&error)),
+                Some(error) => println!(
+                    "disconnected: {} (retry: {will_retry})",
+                    error.display_chain()
+                ),
                 None => println!("stream ended (retry: {will_retry})"),
             },
             Message::Retrying { delay, cause, .. } => {
@@ -80,18 +83,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("nothing lost, nothing duplicated.");
     Ok(())
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Replays from `Last-Event-ID`, sends a few events, then cuts the connection

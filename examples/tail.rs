@@ -184,7 +184,7 @@ fn describe(notice: &Message) {
             will_retry,
         } => eprintln!(
             "disconnected: {}{}",
-            chain(error),
+            error.display_chain(),
             if *will_retry { "" } else { " (not retrying)" }
         ),
         Message::Disconnected { error: None, .. } => eprintln!("stream ended by the server"),
@@ -195,7 +195,7 @@ fn describe(notice: &Message) {
         } => {
             eprintln!("reconnecting in {delay:.1?} (attempt {attempt}, {cause:?})")
         }
-        Message::Error(error) => eprintln!("warning: {}", chain(error)),
+        Message::Error(error) => eprintln!("warning: {}", error.display_chain()),
         Message::Missed { count } => eprintln!("warning: {count} messages skipped"),
         other => eprintln!("{other:?}"),
     }
@@ -208,7 +208,7 @@ fn close(reason: &CloseReason) -> ExitCode {
             ExitCode::SUCCESS
         }
         CloseReason::Fatal(error) => {
-            eprintln!("tail: fatal: {}", chain(error));
+            eprintln!("tail: fatal: {}", error.display_chain());
             if let Some(body) = error.body_text().filter(|body| !body.is_empty()) {
                 eprintln!("tail: response body: {body}");
             }
@@ -219,16 +219,4 @@ fn close(reason: &CloseReason) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::HeaderMap;
 
-use crate::connect::{is_event_stream, set_stream_headers};
-use crate::error::{Error, ErrorKind, Rejection};
+use crate::connect::{opens_stream, refused, set_stream_headers};
+use crate::error::{Error, Rejection};
 use crate::parser::Parser;
 use crate::stream::EventIter;
 
@@ -35,7 +35,7 @@ pub fn connect(request: RequestBuilder) -> Result<SseResponse, Error> {
     set_stream_headers(request.headers_mut());
     let response = client.execute(request)?;
     let status = response.status();
-    if status == StatusCode::OK && is_event_stream(response.headers()) {
+    if opens_stream(status, response.headers()) {
         return Ok(SseResponse { response });
     }
     let headers = response.headers().clone();
@@ -44,17 +44,10 @@ pub fn connect(request: RequestBuilder) -> Result<SseResponse, Error> {
     let _ = response
         .take(Rejection::BODY_LIMIT as u64)
         .read_to_end(&mut body);
-    let rejection = Box::new(Rejection {
+    Err(refused(Rejection {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    });
-    Err(Error::new(if status.is_redirection() {
-        ErrorKind::Redirect(rejection)
-    } else if status != StatusCode::OK {
-        ErrorKind::Status(rejection)
-    } else {
-        ErrorKind::ContentType(rejection)
     }))
 }
 

@@ -88,18 +88,28 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// Accepts a 200 `text/event-stream` response and refuses anything else.
 pub(crate) async fn check_response(response: Response) -> Result<Response, Error> {
-    let status = response.status();
-    if status == StatusCode::OK && is_event_stream(response.headers()) {
+    if opens_stream(response.status(), response.headers()) {
         return Ok(response);
     }
-    let rejection = Box::new(read_rejection(response).await);
-    Err(Error::new(if status.is_redirection() {
+    Err(refused(read_rejection(response).await))
+}
+
+/// Only a 200 with `text/event-stream` opens a stream.
+pub(crate) fn opens_stream(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::OK && is_event_stream(headers)
+}
+
+/// The error for a response that does not open a stream, by what is wrong with it.
+pub(crate) fn refused(rejection: Rejection) -> Error {
+    let status = rejection.status;
+    let rejection = Box::new(rejection);
+    Error::new(if status.is_redirection() {
         ErrorKind::Redirect(rejection)
     } else if status != StatusCode::OK {
         ErrorKind::Status(rejection)
     } else {
         ErrorKind::ContentType(rejection)
-    }))
+    })
 }
 
 /// Keeps the status, headers and at most [`Rejection::BODY_LIMIT`] bytes of the body,

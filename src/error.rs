@@ -138,6 +138,22 @@ impl Error {
         }
     }
 
+    /// Displays this error followed by each of its causes, `: `-separated, for
+    /// a log line or a terminal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = everstream::Error::from(std::io::Error::other("connection reset"));
+    /// assert_eq!(
+    ///     error.display_chain().to_string(),
+    ///     "reading the event stream failed: connection reset"
+    /// );
+    /// ```
+    pub fn display_chain(&self) -> impl fmt::Display + '_ {
+        DisplayChain(self)
+    }
+
     /// The server answered with a status that does not open a stream.
     pub fn is_status(&self) -> bool {
         matches!(self.kind(), ErrorKind::Status(_))
@@ -203,6 +219,20 @@ impl Error {
     /// Reading a byte source (an `io::Read` or a user's byte stream) failed.
     pub fn is_io(&self) -> bool {
         matches!(self.kind(), ErrorKind::Io(_) | ErrorKind::Body(_))
+    }
+}
+
+struct DisplayChain<'a>(&'a Error);
+
+impl fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
