@@ -14,8 +14,8 @@ use crate::stream::{EventStream, Frames};
 /// The media type of an event stream.
 pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
-/// How long reading the start of a refused response's body may take.
-const REJECTION_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the start of a refused response's body may take, at most.
+pub(crate) const REJECTION_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `request` and checks that the response is an event stream, like httpx-sse's
 /// `connect_sse`: any method, headers and body.
@@ -64,7 +64,9 @@ pub async fn connect(request: RequestBuilder) -> Result<SseResponse, Error> {
     let mut request = request.map_err(|error| Error::config(format!("bad request: {error}")))?;
     set_stream_headers(request.headers_mut());
     let response = client.execute(request).await?;
-    check_response(response).await.map(SseResponse::new)
+    check_response(response, REJECTION_READ_TIMEOUT)
+        .await
+        .map(SseResponse::new)
 }
 
 /// Adds the headers every event-stream request carries, unless already set.
@@ -87,11 +89,16 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Accepts a 200 `text/event-stream` response and refuses anything else.
-pub(crate) async fn check_response(response: Response) -> Result<Response, Error> {
+///
+/// A refused response's body is read for at most `body_timeout`.
+pub(crate) async fn check_response(
+    response: Response,
+    body_timeout: Duration,
+) -> Result<Response, Error> {
     if opens_stream(response.status(), response.headers()) {
         return Ok(response);
     }
-    Err(refused(read_rejection(response).await))
+    Err(refused(read_rejection(response, body_timeout).await))
 }
 
 /// Only a 200 with `text/event-stream` opens a stream.
@@ -113,8 +120,8 @@ pub(crate) fn refused(rejection: Rejection) -> Error {
 }
 
 /// Keeps the status, headers and at most [`Rejection::BODY_LIMIT`] bytes of the body,
-/// reading for at most a few seconds: a refused response must not hang the caller.
-pub(crate) async fn read_rejection(response: Response) -> Rejection {
+/// reading for at most `timeout`: a refused response must not hang the caller.
+pub(crate) async fn read_rejection(response: Response, timeout: Duration) -> Rejection {
     let status = response.status();
     let headers = response.headers().clone();
     let mut body = Vec::new();
@@ -129,7 +136,7 @@ pub(crate) async fn read_rejection(response: Response) -> Rejection {
         }
     };
     // A timeout only shortens the body we keep; the error is the status itself.
-    let _ = tokio::time::timeout(REJECTION_READ_TIMEOUT, read).await;
+    let _ = tokio::time::timeout(timeout, read).await;
     Rejection {
         status,
         headers,

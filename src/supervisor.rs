@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, trace, warn};
 use crate::backoff::{Failures, Jitter};
 use crate::builder::Config;
 use crate::classify::{Decision, Outcome, classify};
-use crate::connect::{check_response, set_stream_headers};
+use crate::connect::{REJECTION_READ_TIMEOUT, check_response, set_stream_headers};
 use crate::error::{Error, ErrorKind};
 use crate::message::{CloseReason, DelayCause, Message, State};
 use crate::parser::{Frame, ParseError, Parser};
@@ -264,7 +264,11 @@ impl Supervisor {
                     .map_err(|_| Error::new(ErrorKind::ReadTimeout(timeout)))??,
                 None => send.await?,
             };
-            check_response(response).await
+            // A stalled error body must not delay the retry past the read timeout.
+            let body_timeout = read_timeout.map_or(REJECTION_READ_TIMEOUT, |timeout| {
+                timeout.min(REJECTION_READ_TIMEOUT)
+            });
+            check_response(response, body_timeout).await
         };
         tokio::select! {
             biased;

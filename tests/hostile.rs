@@ -400,3 +400,41 @@ async fn lossy_subscriber_is_told_what_it_missed_even_on_a_quiet_stream() {
     assert!(*count >= 90, "{count}");
     source.close().await;
 }
+
+#[tokio::test]
+async fn a_stalled_error_body_does_not_delay_the_retry_past_the_read_timeout() {
+    let server = Server::start(|_, index| match index {
+        0 => Reply {
+            status: 503,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("content-length".into(), "100".into()),
+            ],
+            body: vec![send("parti"), Step::Stall],
+        },
+        _ => Reply::sse(vec![send("id: 1\ndata: a\n\n"), Step::Stall]),
+    })
+    .await;
+    let mut subscription = fast(server.url("/events"))
+        .read_timeout(100 * MS)
+        .subscribe()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let messages = collect_until(&mut subscription, |m, _| {
+        matches!(m, Message::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let Some(Message::Disconnected {
+        error: Some(error), ..
+    }) = messages.last()
+    else {
+        unreachable!()
+    };
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(503));
+    assert_eq!(error.body_text(), Some("parti"));
+}
