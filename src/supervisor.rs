@@ -493,17 +493,24 @@ impl Supervisor {
     }
 
     /// Sends `message` to every subscriber, honouring each one's slow mode.
-    async fn broadcast(&mut self, message: Message) -> Result<(), Cancelled> {
+    async fn broadcast(&mut self, mut message: Message) -> Result<(), Cancelled> {
         self.accept_commands();
         let comment = matches!(message, Message::Comment(_));
         let mut index = 0;
         while index < self.subscribers.len() {
+            let is_last = index + 1 == self.subscribers.len();
             let subscriber = &mut self.subscribers[index];
             if comment && !subscriber.options.comments {
                 index += 1;
                 continue;
             }
-            if deliver(subscriber, message.clone(), &self.cancel).await? {
+            // The last subscriber takes the message itself: one clone fewer.
+            let copy = if is_last {
+                std::mem::replace(&mut message, Message::Connecting { attempt: 0 })
+            } else {
+                message.clone()
+            };
+            if deliver(subscriber, copy, &self.cancel).await? {
                 index += 1;
             } else {
                 // Its receiver was dropped.
