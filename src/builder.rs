@@ -447,7 +447,7 @@ impl EventSourceBuilder {
                 control: control_tx,
                 finished: finished_rx,
                 defaults,
-                unstarted: Mutex::new(Some((supervisor, finished_tx))),
+                unstarted: Mutex::new(Some(Box::new((supervisor, finished_tx)))),
             }),
         })
     }

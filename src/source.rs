@@ -170,6 +170,9 @@ impl Shared {
     }
 }
 
+/// A supervisor not spawned yet, and the flag it raises when it ends.
+pub(crate) type Unstarted = (Supervisor, watch::Sender<bool>);
+
 /// Owned by every handle and subscription; dropping the last one stops the task.
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -179,7 +182,8 @@ pub(crate) struct Inner {
     pub(crate) finished: watch::Receiver<bool>,
     pub(crate) defaults: SubscribeOptions,
     /// The supervisor until [`EventSource::start`] spawns it.
-    pub(crate) unstarted: Mutex<Option<(Supervisor, watch::Sender<bool>)>>,
+    /// Boxed: once started, an empty slot costs a pointer, not a supervisor.
+    pub(crate) unstarted: Mutex<Option<Box<Unstarted>>>,
 }
 
 impl Drop for Inner {
@@ -286,7 +290,8 @@ impl EventSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((supervisor, finished)) = unstarted {
+        if let Some(unstarted) = unstarted {
+            let (supervisor, finished) = *unstarted;
             tokio::spawn(supervisor.run(finished));
         }
     }

@@ -95,7 +95,10 @@ impl Supervisor {
     }
 
     /// Runs until closed, then tells every subscriber why and marks the task done.
-    pub(crate) async fn run(mut self, finished: watch::Sender<bool>) {
+    ///
+    /// A plain `fn` returning the future, so the task stores the supervisor once
+    /// (an `async fn` would keep it both as its argument and as the block's capture).
+    pub(crate) fn run(mut self, finished: watch::Sender<bool>) -> impl Future<Output = ()> {
         let span = tracing::debug_span!("everstream", url = %redacted_url(&self.config.url));
         async move {
             let reason = match self.lifecycle().await {
@@ -123,7 +126,6 @@ impl Supervisor {
             let _ = finished.send(true);
         }
         .instrument(span)
-        .await;
     }
 
     async fn lifecycle(&mut self) -> Result<CloseReason, Cancelled> {
@@ -553,11 +555,18 @@ async fn deliver(
         _ => match subscriber.tx.try_send(message) {
             Ok(()) => Ok(true),
             Err(TrySendError::Closed(_)) => Ok(false),
-            Err(TrySendError::Full(message)) => tokio::select! {
-                biased;
-                () = cancel.cancelled() => Err(Cancelled),
-                sent = subscriber.tx.send(message) => Ok(sent.is_ok()),
-            },
+            // The slow path is boxed so its large state does not grow every
+            // await point of the task that uses `deliver`.
+            Err(TrySendError::Full(message)) => {
+                Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => Err(Cancelled),
+                        sent = subscriber.tx.send(message) => Ok(sent.is_ok()),
+                    }
+                })
+                .await
+            }
         },
     }
 }

@@ -1,0 +1,320 @@
+//! End-to-end throughput over 127.0.0.1: a loopback axum server streams a
+//! pre-built 4 MiB body as fast as it can; each client reads it, and its
+//! throughput is compared with reqwest's raw `bytes_stream()` in the same round.
+//!
+//! `cargo run --release --bin e2e -- [--rounds 7] [--min-ms 250] [--client-threads 0] [--workload small|llm]`
+//!
+//! `--profile KEY --workload NAME` runs one client alone for 5 s, for `perf record`
+//! (keys: raw, raw012, connect, source, reqwest-eventsource, sse-stream).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use everstream::{EventSource, Message};
+use everstream_perf::{Server, Summary, Workload, arg, client_runtime, llm, small, watchdog};
+use futures::StreamExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// reqwest 0.13 `bytes_stream()`, counting bytes: the baseline.
+    Raw,
+    /// reqwest 0.12 `bytes_stream()`: the transport under reqwest-eventsource.
+    Raw012,
+    /// `everstream::connect` + `.events()`.
+    Connect,
+    /// `EventSource` supervisor + one `Subscription`.
+    Source,
+    /// `reqwest_eventsource::EventSource` (reqwest 0.12).
+    ReqwestEventsource,
+    /// `sse_stream::SseByteStream` over reqwest 0.13 `bytes_stream()`.
+    SseStream,
+}
+
+const CLIENTS: [Client; 6] = [
+    Client::Raw,
+    Client::Raw012,
+    Client::Connect,
+    Client::Source,
+    Client::ReqwestEventsource,
+    Client::SseStream,
+];
+
+impl Client {
+    /// The key for `--profile`.
+    fn key(self) -> &'static str {
+        match self {
+            Client::Raw => "raw",
+            Client::Raw012 => "raw012",
+            Client::Connect => "connect",
+            Client::Source => "source",
+            Client::ReqwestEventsource => "reqwest-eventsource",
+            Client::SseStream => "sse-stream",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Client::Raw => "reqwest bytes_stream (baseline)",
+            Client::Raw012 => "reqwest 0.12 bytes_stream",
+            Client::Connect => "everstream connect + events()",
+            Client::Source => "everstream EventSource + 1 subscription",
+            Client::ReqwestEventsource => "reqwest-eventsource 0.6",
+            Client::SseStream => "sse-stream 0.3 over bytes_stream",
+        }
+    }
+}
+
+struct Clients {
+    v13: reqwest::Client,
+    v12: reqwest012::Client,
+}
+
+/// One request read to the end (or to the last event); returns what was counted:
+/// bytes for the raw clients, events for the others.
+async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Workload) -> usize {
+    match client {
+        Client::Raw => {
+            let response = clients.v13.get(url).send().await.expect("a response");
+            let mut body = response.bytes_stream();
+            let mut bytes = 0;
+            while let Some(chunk) = body.next().await {
+                bytes += chunk.expect("a chunk").len();
+            }
+            bytes
+        }
+        Client::Raw012 => {
+            let response = clients.v12.get(url).send().await.expect("a response");
+            let mut body = response.bytes_stream();
+            let mut bytes = 0;
+            while let Some(chunk) = body.next().await {
+                bytes += chunk.expect("a chunk").len();
+            }
+            bytes
+        }
+        Client::Connect => {
+            let response = everstream::connect(clients.v13.get(url))
+                .await
+                .expect("an event stream");
+            let mut events = response.events();
+            let mut count = 0;
+            while let Some(event) = events.next().await {
+                black_box(&event.expect("an event"));
+                count += 1;
+            }
+            count
+        }
+        Client::Source => {
+            let source = EventSource::builder(url)
+                .client(clients.v13.clone())
+                .build()
+                .expect("a valid source");
+            let mut subscription = source.subscribe();
+            source.start();
+            let mut count = 0;
+            while count < workload.events {
+                match subscription.recv().await {
+                    Some(Message::Event(event)) => {
+                        black_box(&event);
+                        count += 1;
+                    }
+                    Some(Message::Disconnected { error, .. }) => {
+                        panic!("disconnected after {count} events: {error:?}")
+                    }
+                    Some(_) => {}
+                    None => panic!("the source ended after {count} events"),
+                }
+            }
+            source.close().await;
+            count
+        }
+        Client::ReqwestEventsource => {
+            use reqwest_eventsource::Event;
+            let mut source = reqwest_eventsource::EventSource::new(clients.v12.get(url))
+                .expect("a clonable request");
+            let mut count = 0;
+            while count < workload.events {
+                match source.next().await {
+                    Some(Ok(Event::Message(message))) => {
+                        black_box(&message);
+                        count += 1;
+                    }
+                    Some(Ok(Event::Open)) => {}
+                    Some(Err(error)) => panic!("error after {count} events: {error}"),
+                    None => panic!("the source ended after {count} events"),
+                }
+            }
+            source.close();
+            count
+        }
+        Client::SseStream => {
+            let response = clients.v13.get(url).send().await.expect("a response");
+            let mut blocks = sse_stream::SseByteStream::new(response.bytes_stream());
+            let mut count = 0;
+            while let Some(block) = blocks.next().await {
+                let block = block.expect("valid UTF-8");
+                // It also yields blocks without data (an `id:`-only block); not events.
+                if block.data.is_some() {
+                    count += 1;
+                }
+                black_box(&block);
+            }
+            count
+        }
+    }
+}
+
+/// Repeats requests until `min` has passed (at most 200); returns the seconds
+/// per request.
+async fn time_one(
+    client: Client,
+    clients: &Clients,
+    url: &str,
+    workload: &Workload,
+    min: Duration,
+) -> f64 {
+    let expected = match client {
+        Client::Raw | Client::Raw012 => workload.body.len(),
+        _ => workload.events,
+    };
+    let start = Instant::now();
+    let mut requests = 0u32;
+    while requests < 200 && (requests == 0 || start.elapsed() < min) {
+        let counted = read_once(client, clients, url, workload).await;
+        assert_eq!(counted, expected, "{} on {}", client.name(), workload.name);
+        requests += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(requests)
+}
+
+fn main() {
+    let rounds: usize = arg("--rounds", 7);
+    let min = Duration::from_millis(arg("--min-ms", 250));
+    let threads: usize = arg("--client-threads", 0);
+    let only: String = arg("--workload", String::new());
+    let profile: String = arg("--profile", String::new());
+
+    // Every timing ends after at most 200 requests; this bounds a hang.
+    watchdog(Duration::from_secs(
+        120 + rounds as u64 * (CLIENTS.len() as u64) * 2 * (min.as_secs() + 10),
+    ));
+    let workloads: Vec<Workload> = [small(), llm()]
+        .into_iter()
+        .filter(|workload| only.is_empty() || workload.name == only)
+        .collect();
+    let server = Server::start(everstream_perf::workload_router(&workloads));
+    let runtime = client_runtime(threads);
+    everstream_perf::pin_current_thread(0);
+    let clients = Clients {
+        v13: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("a client"),
+        v12: reqwest012::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("a client"),
+    };
+    println!(
+        "client runtime: {}; {rounds} rounds; each timing repeats requests for >= {} ms",
+        if threads == 0 {
+            "current_thread".to_string()
+        } else {
+            format!("multi_thread({threads})")
+        },
+        min.as_millis()
+    );
+
+    if !profile.is_empty() {
+        let client = CLIENTS
+            .into_iter()
+            .find(|client| client.key() == profile)
+            .unwrap_or_else(|| panic!("unknown client {profile}"));
+        let workload = &workloads[0];
+        let url = server.url(&format!("/{}", workload.name));
+        let seconds = runtime.block_on(time_one(
+            client,
+            &clients,
+            &url,
+            workload,
+            Duration::from_secs(5),
+        ));
+        println!(
+            "{} on {}: {:.2} ms per request",
+            client.name(),
+            workload.name,
+            seconds * 1e3
+        );
+        let chunks = runtime.block_on(async {
+            let response = clients.v13.get(&url).send().await.expect("a response");
+            let mut body = response.bytes_stream();
+            let mut chunks = 0usize;
+            while let Some(chunk) = body.next().await {
+                chunk.expect("a chunk");
+                chunks += 1;
+            }
+            chunks
+        });
+        println!(
+            "one more raw read: {chunks} chunks from bytes_stream, {} bytes each on average",
+            workload.body.len() / chunks.max(1)
+        );
+        return;
+    }
+
+    runtime.block_on(async {
+        for workload in &workloads {
+            let url = server.url(&format!("/{}", workload.name));
+            // Warm-up and verification: every client counts everything once.
+            for client in CLIENTS {
+                time_one(client, &clients, &url, workload, Duration::ZERO).await;
+            }
+            let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+            for _ in 0..rounds {
+                for (index, client) in CLIENTS.into_iter().enumerate() {
+                    seconds[index].push(time_one(client, &clients, &url, workload, min).await);
+                }
+            }
+            report(workload, &seconds);
+        }
+    });
+}
+
+fn report(workload: &Workload, seconds: &[Vec<f64>]) {
+    let bytes = workload.body.len() as f64;
+    println!(
+        "\n### {}: {} bytes, {} events, {:.0} bytes/event\n",
+        workload.name,
+        workload.body.len(),
+        workload.events,
+        workload.bytes_per_event()
+    );
+    println!(
+        "| client | MiB/s min / median / max | events/s (median) | x baseline min / median / max |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (index, client) in CLIENTS.into_iter().enumerate() {
+        let mib: Vec<f64> = seconds[index]
+            .iter()
+            .map(|s| bytes / s / f64::from(1 << 20))
+            .collect();
+        let ratios: Vec<f64> = seconds[0]
+            .iter()
+            .zip(&seconds[index])
+            .map(|(base, own)| base / own)
+            .collect();
+        let mib = Summary::of(&mib);
+        let events_per_second = workload.events as f64 * mib.median * f64::from(1 << 20) / bytes;
+        let equivalent = if matches!(client, Client::Raw | Client::Raw012) {
+            " (equiv.)"
+        } else {
+            ""
+        };
+        println!(
+            "| {} | {} | {:.2} M{equivalent} | {} |",
+            client.name(),
+            mib.show(0),
+            events_per_second / 1e6,
+            Summary::of(&ratios).show(3)
+        );
+    }
+}
