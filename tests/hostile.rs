@@ -205,22 +205,9 @@ async fn tls_to_a_plain_http_port_is_an_error_not_a_hang() {
     assert!(last_error.as_ref().unwrap().is_transport());
 }
 
-/// A resolver for which every name fails, like a DNS outage.
-struct FailingResolver;
-
-impl reqwest::dns::Resolve for FailingResolver {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async { Err("simulated DNS failure".into()) })
-    }
-}
-
 #[tokio::test]
 async fn dns_failure_is_retried_with_growing_backoff() {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .dns_resolver(FailingResolver)
-        .build()
-        .unwrap();
+    let client = support::client_without_dns();
     let mut subscription = EventSource::builder("http://events.example.invalid/stream")
         .client(client)
         .retry_delay(5 * MS)

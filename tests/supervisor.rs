@@ -803,23 +803,9 @@ async fn closing_or_dropping_a_source_that_never_started() {
     handle.close().await;
 }
 
-/// A resolver for which every name fails: no network at all, so the test can
-/// run under tokio's paused clock.
-struct NoDns;
-
-impl reqwest::dns::Resolve for NoDns {
-    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async { Err("no such host".into()) })
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn backoff_schedule_under_a_paused_clock() {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .dns_resolver(NoDns)
-        .build()
-        .unwrap();
+    let client = support::client_without_dns();
     let mut subscription = EventSource::builder("http://stream.example.invalid/")
         .client(client)
         .jitter(0.0)

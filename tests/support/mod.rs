@@ -246,6 +246,25 @@ pub async fn silent_listener() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A resolver for which every name fails, like a DNS outage. No network traffic
+/// at all, so tests using it can run under tokio's paused clock.
+pub struct NoDns;
+
+impl reqwest::dns::Resolve for NoDns {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async { Err("simulated DNS failure".into()) })
+    }
+}
+
+/// A client whose every name lookup fails.
+pub fn client_without_dns() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(NoDns)
+        .build()
+        .expect("client")
+}
+
 /// A client for tests: loopback only, no proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
