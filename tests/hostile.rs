@@ -425,3 +425,27 @@ async fn a_stalled_error_body_does_not_delay_the_retry_past_the_read_timeout() {
     assert_eq!(error.status().map(|s| s.as_u16()), Some(503));
     assert_eq!(error.body_text(), Some("parti"));
 }
+
+#[test]
+fn dropping_the_runtime_stops_the_source_and_closes_its_connection() {
+    let server_runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = server_runtime.block_on(Server::always(Reply::sse(vec![
+        send("data: a\n\n"),
+        Step::Stall,
+    ])));
+    let client_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut subscription = client_runtime.block_on(async {
+        let mut subscription = fast(server.url("/")).subscribe().unwrap();
+        collect_until(&mut subscription, events_seen(1)).await;
+        subscription
+    });
+    assert_eq!(server.open_connections(), 1);
+    drop(client_runtime);
+    assert!(server_runtime.block_on(server.wait_open_connections(0)));
+    // The subscription outlives its runtime and simply ends.
+    let next = futures::executor::block_on(subscription.recv());
+    assert!(next.is_none(), "{next:?}");
+}
