@@ -75,10 +75,13 @@ async fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut interrupted = false;
     loop {
         let message = tokio::select! {
             message = subscription.recv() => message,
-            _ = &mut ctrl_c => {
+            // Polled only until it fires: a finished future must not be polled again.
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
                 eprintln!("interrupted");
                 source.close().await;
                 continue;

@@ -218,3 +218,33 @@ async fn bad_usage_exits_two() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
     }
 }
+
+#[tokio::test]
+async fn ctrl_c_exits_zero() {
+    let server = Server::always(Reply::sse(vec![send("data: a\n\n"), Step::Stall])).await;
+    let mut child = tokio::process::Command::new(tail_binary())
+        .arg(server.url("/"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tail runs");
+    for _ in 0..500 {
+        if server.request_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("tail exits after SIGINT")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
