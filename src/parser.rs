@@ -157,8 +157,9 @@ pub struct Parser {
     bom_matched: Option<usize>,
     /// The previous line ended with CR: a LF right after it belongs to that ending.
     skip_lf: bool,
-    /// The rest of an over-long line is being dropped as it arrives.
-    discarding_line: bool,
+    /// The length so far of an over-long line whose rest is dropped as it
+    /// arrives; 0 when there is none (an over-long line is never empty).
+    overlong_line: usize,
     /// The block being read hit a limit: it dispatches nothing.
     skipping_block: bool,
     data: Data,
@@ -202,7 +203,7 @@ impl Parser {
             partial: BytesMut::new(),
             bom_matched: Some(0),
             skip_lf: false,
-            discarding_line: false,
+            overlong_line: 0,
             skipping_block: false,
             data: Data::Empty,
             data_len: 0,
@@ -230,9 +231,11 @@ impl Parser {
         &self.last_event_id
     }
 
-    /// True while the rest of an over-long line is being dropped as it arrives.
-    pub fn is_discarding_line(&self) -> bool {
-        self.discarding_line
+    /// The length so far of an over-long line whose rest is being dropped as it
+    /// arrives, or 0 when there is none. Memory stays bounded whatever it grows
+    /// to; a caller may give up on a line that never seems to end.
+    pub fn overlong_line_length(&self) -> usize {
+        self.overlong_line
     }
 
     /// The limits in force.
@@ -295,8 +298,8 @@ impl Parser {
                     None => self.skip_lf = true,
                 }
             }
-            if self.discarding_line {
-                self.discarding_line = false;
+            if self.overlong_line > 0 {
+                self.overlong_line = 0;
                 self.input.advance(consumed);
                 continue;
             }
@@ -347,12 +350,13 @@ impl Parser {
     /// Keeps the unterminated rest of the input for the next chunk, within the limit.
     fn keep_partial_line(&mut self) -> Option<Result<Frame, ParseError>> {
         let rest = std::mem::take(&mut self.input);
-        if self.discarding_line {
+        if self.overlong_line > 0 {
+            self.overlong_line = self.overlong_line.saturating_add(rest.len());
             return None;
         }
         if self.partial.len() + rest.len() > self.limits.max_line_length {
+            self.overlong_line = self.partial.len() + rest.len();
             self.partial = BytesMut::new();
-            self.discarding_line = true;
             self.skipping_block = true;
             return Some(Err(ParseError::LineTooLong {
                 limit: self.limits.max_line_length,

@@ -147,8 +147,8 @@ impl Supervisor {
                     // Open.
                     let opened_at = Instant::now();
                     self.shared.set_state(State::Open);
-                    debug!(attempt, status = response.status().as_u16(), "open");
                     let status = response.status();
+                    debug!(attempt, status = status.as_u16(), "open");
                     let headers = Arc::new(response.headers().clone());
                     self.broadcast(Message::Open {
                         attempt,
@@ -160,7 +160,6 @@ impl Supervisor {
                     let ended = self.read(response).await;
                     // A partial event in flight is discarded; the last event ID stays.
                     self.parser.finish();
-                    self.shared.set_state(State::Waiting);
                     let ended = ended?;
                     (ended.error, ended.requested, Some(opened_at.elapsed()))
                 }
@@ -310,7 +309,6 @@ impl Supervisor {
         let stall = tokio::time::sleep(read_timeout.unwrap_or(Duration::from_secs(86_400)));
         tokio::pin!(stall);
         let cancel = self.cancel.clone();
-        let mut discarded = 0usize;
         loop {
             if self.reconnect_requested {
                 return Ok(Ended {
@@ -342,19 +340,13 @@ impl Supervisor {
                     trace!(bytes = len, "chunk");
                     self.parser.feed(chunk);
                     self.dispatch_frames().await?;
-                    if self.parser.is_discarding_line() {
-                        discarded += len;
-                    } else {
-                        discarded = 0;
-                    }
                     // A line twice the limit long may never end: stop reading
                     // garbage and reconnect. A shorter one is skipped in place, so
                     // the stream makes progress even if the server replays it.
-                    if discarded > self.config.limits.line_length() {
+                    let limit = self.config.limits.line_length();
+                    if self.parser.overlong_line_length() > limit.saturating_mul(2) {
                         return Ok(Ended {
-                            error: Some(Error::from(ParseError::LineTooLong {
-                                limit: self.config.limits.line_length(),
-                            })),
+                            error: Some(Error::from(ParseError::LineTooLong { limit })),
                             requested: false,
                         });
                     }

@@ -389,10 +389,12 @@ fn endless_line_keeps_memory_bounded() {
         assert!(parser.partial.capacity() <= 1024);
     }
     assert_eq!(errors, 1);
+    assert_eq!(parser.overlong_line_length(), 1000 * 8192);
     // The line ends, a blank line ends its (skipped) block, then parsing resumes.
     parser.feed(Bytes::from_static(b"\n\ndata: back\n\n"));
     let mut out = Vec::new();
     drain(&mut parser, &mut out);
+    assert_eq!(parser.overlong_line_length(), 0);
     assert_eq!(out, vec![ev("message", "back", "")]);
 }
 
