@@ -8,45 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use everstream::{
-    CloseReason, EventSource, EventSourceBuilder, Limits, Message, SlowSubscriber,
-    SubscribeOptions, Subscription,
-};
-use support::{Reply, Server, Step, numbered, send};
-
-const MS: Duration = Duration::from_millis(1);
-
-fn fast(url: String) -> EventSourceBuilder {
-    EventSource::builder(url)
-        .client(support::client())
-        .retry_delay(MS)
-        .min_delay(MS)
-        .max_delay(10 * MS)
-        .jitter_seed(3)
-}
-
-async fn collect_until(
-    subscription: &mut Subscription,
-    stop: impl Fn(&Message, &[Message]) -> bool,
-) -> Vec<Message> {
-    let mut messages = Vec::new();
-    let result = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(message) = subscription.recv().await {
-            messages.push(message);
-            if stop(messages.last().unwrap(), &messages) {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        result.is_ok(),
-        "timed out; got {} messages: {:#?}",
-        messages.len(),
-        messages.iter().rev().take(5).collect::<Vec<_>>()
-    );
-    messages
-}
+use everstream::{CloseReason, EventSource, Limits, Message, SlowSubscriber, SubscribeOptions};
+use support::{MS, Reply, Server, Step, collect_until, event_count, fast, numbered, send};
 
 fn data(messages: &[Message]) -> Vec<String> {
     messages
@@ -56,15 +19,6 @@ fn data(messages: &[Message]) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-fn events_seen(n: usize) -> impl Fn(&Message, &[Message]) -> bool {
-    move |_, all| {
-        all.iter()
-            .filter(|m| matches!(m, Message::Event(_)))
-            .count()
-            >= n
-    }
 }
 
 #[tokio::test]
@@ -86,7 +40,7 @@ async fn endless_line_is_reported_memory_stays_bounded_and_the_client_reconnects
         .limits(Limits::default().max_line_length(16 * 1024))
         .subscribe()
         .unwrap();
-    let messages = collect_until(&mut subscription, events_seen(2)).await;
+    let messages = collect_until(&mut subscription, event_count(2)).await;
     assert_eq!(data(&messages), ["before", "after"]);
     let limit_errors = messages
         .iter()
@@ -118,7 +72,7 @@ async fn an_oversized_event_is_skipped_in_place_without_reconnecting() {
         )
         .subscribe()
         .unwrap();
-    let messages = collect_until(&mut subscription, events_seen(2)).await;
+    let messages = collect_until(&mut subscription, event_count(2)).await;
     assert_eq!(data(&messages), ["small", "next"]);
     assert!(
         messages
@@ -134,7 +88,7 @@ async fn one_byte_per_write_for_a_long_stream() {
     let steps = body.bytes().map(|b| send(vec![b])).collect();
     let server = Server::always(Reply::sse(steps)).await;
     let mut subscription = fast(server.url("/")).subscribe().unwrap();
-    let messages = collect_until(&mut subscription, events_seen(300)).await;
+    let messages = collect_until(&mut subscription, event_count(300)).await;
     let expected: Vec<String> = (0..300).map(|k| format!("event {k}")).collect();
     assert_eq!(data(&messages), expected);
 }
@@ -145,7 +99,7 @@ async fn a_body_that_is_not_utf8_never_stalls() {
     garbage.extend_from_slice(b"\n\ndata: \xC3\x28\xFF\n\ndata: fine\n\n");
     let server = Server::always(Reply::sse(vec![send(garbage), Step::Stall])).await;
     let mut subscription = fast(server.url("/")).subscribe().unwrap();
-    let messages = collect_until(&mut subscription, events_seen(2)).await;
+    let messages = collect_until(&mut subscription, event_count(2)).await;
     assert_eq!(data(&messages), ["\u{FFFD}(\u{FFFD}", "fine"]);
 }
 
@@ -164,7 +118,7 @@ async fn huge_retry_values_are_capped_by_the_maximum_delay() {
         .max_delay(50 * MS)
         .subscribe()
         .unwrap();
-    let messages = collect_until(&mut subscription, events_seen(2)).await;
+    let messages = collect_until(&mut subscription, event_count(2)).await;
     let delay = messages.iter().find_map(|m| match m {
         Message::Retrying { delay, .. } => Some(*delay),
         _ => None,
@@ -198,7 +152,7 @@ async fn tls_to_a_plain_http_port_is_an_error_not_a_hang() {
     let server = Server::always(Reply::sse(vec![send("data: a\n\n")])).await;
     let url = format!("https://{}/", server.addr);
     let mut subscription = fast(url).max_attempts(2).subscribe().unwrap();
-    let messages = collect_until(&mut subscription, |m, _| matches!(m, Message::Closed(_))).await;
+    let messages = collect_until(&mut subscription, |m| matches!(m, Message::Closed(_))).await;
     let Some(Message::Closed(CloseReason::GaveUp { last_error, .. })) = messages.last() else {
         panic!("{messages:#?}");
     };
@@ -217,7 +171,7 @@ async fn dns_failure_is_retried_with_growing_backoff() {
         .max_attempts(5)
         .subscribe()
         .unwrap();
-    let messages = collect_until(&mut subscription, |m, _| matches!(m, Message::Closed(_))).await;
+    let messages = collect_until(&mut subscription, |m| matches!(m, Message::Closed(_))).await;
     let delays: Vec<Duration> = messages
         .iter()
         .filter_map(|m| match m {
@@ -280,7 +234,7 @@ async fn credentials_are_never_logged_and_not_sent_to_another_origin() {
         .max_attempts(1)
         .subscribe()
         .unwrap();
-    collect_until(&mut subscription, events_seen(1)).await;
+    collect_until(&mut subscription, event_count(1)).await;
     subscription.source().close().await;
     let same_target = origin
         .requests()
@@ -294,7 +248,7 @@ async fn credentials_are_never_logged_and_not_sent_to_another_origin() {
         .header("authorization", SECRET)
         .subscribe()
         .unwrap();
-    collect_until(&mut subscription, events_seen(1)).await;
+    collect_until(&mut subscription, event_count(1)).await;
     subscription.source().close().await;
     assert_eq!(other.requests()[0].header("authorization"), None);
 
@@ -331,7 +285,7 @@ async fn close_ends_the_task_and_ten_thousand_sources_keep_memory_flat() {
         .client(client.clone())
         .subscribe()
         .unwrap();
-    collect_until(&mut subscription, events_seen(1)).await;
+    collect_until(&mut subscription, event_count(1)).await;
     subscription.source().close().await;
     drop(subscription);
     assert!(server.wait_open_connections(0).await);
@@ -378,9 +332,9 @@ async fn lossy_subscriber_is_told_what_it_missed_even_on_a_quiet_stream() {
     );
     let mut lossless = source.subscribe();
     source.start();
-    collect_until(&mut lossless, events_seen(100)).await;
+    collect_until(&mut lossless, event_count(100)).await;
     // The stream is now quiet; the lossy subscriber still learns its count.
-    let messages = collect_until(&mut lossy, |m, _| matches!(m, Message::Missed { .. })).await;
+    let messages = collect_until(&mut lossy, |m| matches!(m, Message::Missed { .. })).await;
     let Some(Message::Missed { count }) = messages.last() else {
         unreachable!()
     };
@@ -407,7 +361,7 @@ async fn a_stalled_error_body_does_not_delay_the_retry_past_the_read_timeout() {
         .subscribe()
         .unwrap();
     let started = std::time::Instant::now();
-    let messages = collect_until(&mut subscription, |m, _| {
+    let messages = collect_until(&mut subscription, |m| {
         matches!(m, Message::Disconnected { .. })
     })
     .await;
@@ -439,7 +393,7 @@ fn dropping_the_runtime_stops_the_source_and_closes_its_connection() {
         .unwrap();
     let mut subscription = client_runtime.block_on(async {
         let mut subscription = fast(server.url("/")).subscribe().unwrap();
-        collect_until(&mut subscription, events_seen(1)).await;
+        collect_until(&mut subscription, event_count(1)).await;
         subscription
     });
     assert_eq!(server.open_connections(), 1);

@@ -7,42 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use everstream::{
-    CloseReason, Decision, DelayCause, EventSource, EventSourceBuilder, Message, Outcome,
-    SlowSubscriber, State, SubscribeOptions, Subscription,
+    CloseReason, Decision, DelayCause, EventSource, Message, Outcome, SlowSubscriber, State,
+    SubscribeOptions,
 };
-use support::{Reply, Server, Step, numbered, send};
-
-const MS: Duration = Duration::from_millis(1);
-
-/// A builder tuned for fast tests: tiny delays, loopback client.
-fn fast(server: &Server) -> EventSourceBuilder {
-    EventSource::builder(server.url("/events"))
-        .client(support::client())
-        .retry_delay(MS)
-        .min_delay(MS)
-        .max_delay(10 * MS)
-        .jitter_seed(1)
-}
-
-/// Receives until `stop` matches, with a real-time bound.
-async fn collect_until(
-    subscription: &mut Subscription,
-    stop: impl Fn(&Message) -> bool,
-) -> Vec<Message> {
-    let mut messages = Vec::new();
-    let result = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(message) = subscription.recv().await {
-            let done = stop(&message);
-            messages.push(message);
-            if done {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(result.is_ok(), "timed out; got {messages:#?}");
-    messages
-}
+use support::{
+    MS, Reply, Server, Step, collect_until, event_count, fast, is_closed, numbered, send,
+};
 
 fn events(messages: &[Message]) -> Vec<(String, String)> {
     messages
@@ -52,15 +22,6 @@ fn events(messages: &[Message]) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
-}
-
-fn is_closed(message: &Message) -> bool {
-    matches!(message, Message::Closed(_))
-}
-
-fn event_count(n: usize) -> impl Fn(&Message) -> bool {
-    let seen = AtomicU64::new(0);
-    move |m| matches!(m, Message::Event(_)) && seen.fetch_add(1, Ordering::SeqCst) + 1 == n as u64
 }
 
 #[tokio::test]
@@ -83,7 +44,7 @@ async fn drop_mid_line_and_mid_event_discards_partial_and_resumes_with_last_even
         }
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, event_count(3)).await;
     assert_eq!(
         events(&messages),
@@ -117,7 +78,7 @@ async fn clean_end_reconnects_and_id_survives_events_without_id() {
         }
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, event_count(3)).await;
     assert_eq!(
         events(&messages),
@@ -147,7 +108,10 @@ async fn empty_id_resets_and_no_header_is_sent() {
         }
     })
     .await;
-    let mut subscription = fast(&server).last_event_id("initial").subscribe().unwrap();
+    let mut subscription = fast(server.url("/events"))
+        .last_event_id("initial")
+        .subscribe()
+        .unwrap();
     let messages = collect_until(&mut subscription, event_count(3)).await;
     assert_eq!(events(&messages)[1], ("".into(), "b".into()));
     let requests = server.requests();
@@ -162,7 +126,10 @@ async fn stall_triggers_read_timeout_and_reconnect() {
         _ => Reply::sse(vec![send("id: 2\ndata: b\n\n"), Step::Stall]),
     })
     .await;
-    let mut subscription = fast(&server).read_timeout(200 * MS).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events"))
+        .read_timeout(200 * MS)
+        .subscribe()
+        .unwrap();
     let messages = collect_until(&mut subscription, event_count(2)).await;
     let timeout = messages.iter().find_map(|m| match m {
         Message::Disconnected {
@@ -184,7 +151,7 @@ async fn keep_alive_comments_count_as_bytes_for_the_read_timeout() {
     steps.push(send("data: b\n\n"));
     steps.push(Step::Stall);
     let server = Server::always(Reply::sse(steps)).await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .read_timeout(300 * MS)
         .comments(true)
         .subscribe()
@@ -212,7 +179,7 @@ async fn server_errors_are_retried_then_open() {
         _ => Reply::sse(vec![send("data: ok\n\n"), Step::Stall]),
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, event_count(1)).await;
     let failures: Vec<u16> = messages
         .iter()
@@ -240,7 +207,7 @@ async fn retry_after_is_honoured() {
     })
     .await;
     let started = Instant::now();
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, event_count(1)).await;
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(messages.iter().any(|m| matches!(
@@ -256,7 +223,7 @@ async fn no_content_stops_for_good() {
         _ => Reply::status(204, ""),
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, is_closed).await;
     assert!(matches!(
         messages.last(),
@@ -273,7 +240,7 @@ async fn unauthorized_is_fatal_with_status_headers_and_body() {
     let server =
         Server::always(Reply::status(401, "token expired").header("www-authenticate", "Bearer"))
             .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, is_closed).await;
     let Some(Message::Closed(CloseReason::Fatal(error))) = messages.last() else {
         panic!("{messages:#?}");
@@ -287,7 +254,7 @@ async fn unauthorized_is_fatal_with_status_headers_and_body() {
 #[tokio::test]
 async fn wrong_content_type_is_fatal() {
     let server = Server::always(Reply::status(200, "<html>")).await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, is_closed).await;
     let Some(Message::Closed(CloseReason::Fatal(error))) = messages.last() else {
         panic!("{messages:#?}");
@@ -313,7 +280,7 @@ async fn redirect_chains_are_followed_and_a_redirect_without_location_is_fatal()
     assert_eq!(events(&messages), [("".into(), "arrived".into())]);
 
     let broken = Server::always(Reply::status(302, "nowhere")).await;
-    let mut subscription = fast(&broken).subscribe().unwrap();
+    let mut subscription = fast(broken.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, is_closed).await;
     let Some(Message::Closed(CloseReason::Fatal(error))) = messages.last() else {
         panic!("{messages:#?}");
@@ -349,7 +316,7 @@ async fn server_retry_sets_the_base_delay_and_retry_zero_is_floored() {
         _ => Reply::sse(vec![send("data: c\n\n"), Step::Stall]),
     })
     .await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .min_delay(20 * MS)
         .max_delay(Duration::from_secs(5))
         .jitter(0.0)
@@ -382,7 +349,7 @@ async fn backoff_grows_on_repeated_failures_and_resets_after_a_stable_connection
         _ => Reply::sse(vec![send("data: again\n\n"), Step::Stall]),
     })
     .await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .retry_delay(10 * MS)
         .max_delay(Duration::from_secs(1))
         .jitter(0.0)
@@ -404,7 +371,10 @@ async fn backoff_grows_on_repeated_failures_and_resets_after_a_stable_connection
 #[tokio::test]
 async fn give_up_after_max_attempts() {
     let server = Server::always(Reply::status(503, "down")).await;
-    let mut subscription = fast(&server).max_attempts(3).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events"))
+        .max_attempts(3)
+        .subscribe()
+        .unwrap();
     let messages = collect_until(&mut subscription, is_closed).await;
     let Some(Message::Closed(CloseReason::GaveUp {
         attempts,
@@ -428,7 +398,7 @@ async fn give_up_after_max_attempts() {
 #[tokio::test]
 async fn give_up_after_max_elapsed() {
     let server = Server::always(Reply::status(503, "down")).await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .retry_delay(30 * MS)
         .max_delay(30 * MS)
         .max_elapsed(100 * MS)
@@ -450,7 +420,7 @@ async fn post_body_and_headers_are_resent_and_the_hook_runs_per_attempt() {
     .await;
     let calls = Arc::new(AtomicU64::new(0));
     let seen = calls.clone();
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .method(reqwest::Method::POST)
         .header("content-type", "application/json")
         .header("x-static", "yes")
@@ -485,7 +455,7 @@ async fn post_body_and_headers_are_resent_and_the_hook_runs_per_attempt() {
 #[tokio::test]
 async fn a_failing_hook_fails_the_attempt_and_is_retried() {
     let server = Server::always(Reply::sse(vec![send("data: a\n\n"), Step::Stall])).await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .on_request(|attempt, request| async move {
             if attempt == 1 {
                 Err("token service unavailable".into())
@@ -509,7 +479,7 @@ async fn a_failing_hook_fails_the_attempt_and_is_retried() {
 #[tokio::test]
 async fn two_subscribers_share_one_connection() {
     let server = Server::always(Reply::sse(vec![send(numbered(0, 50)), Step::Stall])).await;
-    let source = fast(&server).build().unwrap();
+    let source = fast(server.url("/events")).build().unwrap();
     let mut first = source.subscribe();
     let mut second = source.subscribe();
     source.start();
@@ -527,7 +497,10 @@ async fn two_subscribers_share_one_connection() {
 async fn slow_lossless_subscriber_loses_nothing_and_lossy_one_counts_misses() {
     let total = 2000;
     let server = Server::always(Reply::sse(vec![send(numbered(0, total)), Step::Stall])).await;
-    let source = fast(&server).channel_capacity(8).build().unwrap();
+    let source = fast(server.url("/events"))
+        .channel_capacity(8)
+        .build()
+        .unwrap();
     let mut lossless = source.subscribe();
     let mut lossy = source.subscribe_with(
         SubscribeOptions::default()
@@ -581,7 +554,7 @@ async fn reconnect_now_drops_the_connection_and_resumes() {
         _ => Reply::sse(vec![send("id: 2\ndata: b\n\n"), Step::Stall]),
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     collect_until(&mut subscription, event_count(1)).await;
     subscription.source().reconnect_now();
     collect_until(&mut subscription, event_count(1)).await;
@@ -592,7 +565,7 @@ async fn reconnect_now_drops_the_connection_and_resumes() {
 #[tokio::test]
 async fn close_while_open_closes_the_tcp_connection() {
     let server = Server::always(Reply::sse(vec![send("data: a\n\n"), Step::Stall])).await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     collect_until(&mut subscription, event_count(1)).await;
     assert_eq!(server.open_connections(), 1);
     subscription.source().close().await;
@@ -611,7 +584,7 @@ async fn close_while_open_closes_the_tcp_connection() {
 #[tokio::test]
 async fn dropping_every_handle_while_open_stops_the_task_and_closes_tcp() {
     let server = Server::always(Reply::sse(vec![send("data: a\n\n"), Step::Stall])).await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     collect_until(&mut subscription, event_count(1)).await;
     drop(subscription);
     assert!(server.wait_open_connections(0).await);
@@ -658,7 +631,7 @@ async fn header_wait_is_bounded_by_the_read_timeout() {
 #[tokio::test]
 async fn close_and_drop_while_waiting_to_retry() {
     let server = Server::always(Reply::status(503, "")).await;
-    let source = fast(&server)
+    let source = fast(server.url("/events"))
         .retry_delay(Duration::from_secs(60))
         .max_delay(Duration::from_secs(60))
         .start()
@@ -676,7 +649,7 @@ async fn close_and_drop_while_waiting_to_retry() {
     ));
 
     // Dropping instead of closing, while waiting.
-    let source = fast(&server)
+    let source = fast(server.url("/events"))
         .retry_delay(Duration::from_secs(60))
         .max_delay(Duration::from_secs(60))
         .start()
@@ -707,7 +680,7 @@ async fn control_characters_in_an_id_neither_crash_nor_stall() {
         }
     })
     .await;
-    let mut subscription = fast(&server).subscribe().unwrap();
+    let mut subscription = fast(server.url("/events")).subscribe().unwrap();
     let messages = collect_until(&mut subscription, event_count(3)).await;
     assert_eq!(events(&messages)[0].0, "a\u{1}b");
 }
@@ -744,7 +717,7 @@ async fn resumes_exactly_once_across_a_thousand_forced_disconnects() {
         }
     })
     .await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .retry_delay(MS)
         .max_delay(MS)
         .min_delay(Duration::ZERO)
@@ -762,7 +735,7 @@ async fn resumes_exactly_once_across_a_thousand_forced_disconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_built_source_waits_for_start_so_every_subscriber_sees_everything() {
     let server = Server::always(Reply::sse(vec![send(numbered(0, 20)), Step::Stall])).await;
-    let source = fast(&server).build().unwrap();
+    let source = fast(server.url("/events")).build().unwrap();
     let mut subscriptions: Vec<_> = (0..4).map(|_| source.subscribe()).collect();
     tokio::time::sleep(20 * MS).await;
     assert_eq!(server.request_count(), 0, "nothing happens before start()");
@@ -837,7 +810,7 @@ async fn a_custom_classifier_turns_401_into_a_retry_with_a_fresh_token() {
         _ => Reply::status(401, "token expired"),
     })
     .await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .on_request(|attempt, mut request| async move {
             let token = if attempt == 1 {
                 "Bearer stale"
@@ -869,7 +842,7 @@ async fn a_custom_classifier_turns_401_into_a_retry_with_a_fresh_token() {
 #[tokio::test]
 async fn a_custom_classifier_can_stop_after_a_clean_end() {
     let server = Server::always(Reply::sse(vec![send("data: once\n\n")])).await;
-    let mut subscription = fast(&server)
+    let mut subscription = fast(server.url("/events"))
         .classify(|outcome, default| match outcome {
             Outcome::Ended => Decision::Stop,
             _ => default,

@@ -265,6 +265,56 @@ pub fn client_without_dns() -> reqwest::Client {
         .expect("client")
 }
 
+/// One millisecond: test delays are written as multiples of it.
+pub const MS: Duration = Duration::from_millis(1);
+
+/// A source builder tuned for fast tests: tiny delays, loopback client, a fixed
+/// jitter seed.
+pub fn fast(url: impl AsRef<str>) -> everstream::EventSourceBuilder {
+    everstream::EventSource::builder(url)
+        .client(client())
+        .retry_delay(MS)
+        .min_delay(MS)
+        .max_delay(10 * MS)
+        .jitter_seed(1)
+}
+
+/// Receives until `stop` matches a message, with a real-time bound.
+pub async fn collect_until(
+    subscription: &mut everstream::Subscription,
+    mut stop: impl FnMut(&everstream::Message) -> bool,
+) -> Vec<everstream::Message> {
+    let mut messages = Vec::new();
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(message) = subscription.recv().await {
+            let done = stop(&message);
+            messages.push(message);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "timed out; got {messages:#?}");
+    messages
+}
+
+/// Stops at the `n`th event.
+pub fn event_count(n: usize) -> impl FnMut(&everstream::Message) -> bool {
+    let mut seen = 0;
+    move |message| {
+        if matches!(message, everstream::Message::Event(_)) {
+            seen += 1;
+        }
+        seen >= n
+    }
+}
+
+/// Stops at the final message.
+pub fn is_closed(message: &everstream::Message) -> bool {
+    matches!(message, everstream::Message::Closed(_))
+}
+
 /// A client for tests: loopback only, no proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
