@@ -5,7 +5,6 @@
 //! another host.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
@@ -19,9 +18,6 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::stream;
-
-/// Each workload is generated until it is at least this large.
-pub const BODY_SIZE: usize = 4 << 20;
 
 /// The server writes the body in pieces of this size (each a zero-copy slice).
 pub const SERVER_CHUNK: usize = 16 << 10;
@@ -44,68 +40,32 @@ impl Workload {
     }
 }
 
+/// The generators of `benches/common`, included by path so both crates measure
+/// the same bytes; this crate uses only some of them.
+#[allow(dead_code)]
+#[path = "../../benches/common/workloads.rs"]
+mod generated;
+
+impl From<generated::Workload> for Workload {
+    fn from(workload: generated::Workload) -> Self {
+        Self {
+            name: workload.name,
+            body: Bytes::from(workload.body),
+            events: workload.events,
+        }
+    }
+}
+
 /// ~53-byte JSON events, the `small` workload of `benches/common` (a 52-byte data
 /// line; every eighth event adds an `id:` line).
 pub fn small() -> Workload {
-    build("small", |body, n| {
-        if n % 8 == 0 {
-            let _ = writeln!(body, "id: {n}");
-        }
-        let _ = write!(
-            body,
-            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}\n\n",
-            1_000_000 + n % 1_000_000
-        );
-    })
+    generated::small().into()
 }
 
 /// OpenAI-style chat-completion chunks ending with `data: [DONE]`, the `llm`
 /// workload of `benches/common` (~267 bytes per event).
 pub fn llm() -> Workload {
-    const TOKENS: [&str; 12] = [
-        "The",
-        " quick",
-        " brown",
-        " fox",
-        " jumps",
-        " over",
-        " the",
-        " lazy",
-        " dog",
-        ".",
-        " caf\u{e9}",
-        " \u{65e5}\u{672c}",
-    ];
-    let mut workload = build("llm", |body, n| {
-        let _ = write!(
-            body,
-            "data: {{\"id\":\"chatcmpl-9x2KqZ7bV4nLmT0aYcR8sPdE1fGh\",\
-             \"object\":\"chat.completion.chunk\",\"created\":1718000000,\
-             \"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\
-             \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\
-             \"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
-            TOKENS[n % TOKENS.len()]
-        );
-    });
-    let mut body = workload.body.to_vec();
-    body.extend_from_slice(b"data: [DONE]\n\n");
-    workload.body = Bytes::from(body);
-    workload.events += 1;
-    workload
-}
-
-fn build(name: &'static str, mut event: impl FnMut(&mut String, usize)) -> Workload {
-    let mut body = String::with_capacity(BODY_SIZE + (64 << 10));
-    let mut events = 0;
-    while body.len() < BODY_SIZE {
-        event(&mut body, events);
-        events += 1;
-    }
-    Workload {
-        name,
-        body: Bytes::from(body),
-        events,
-    }
+    generated::llm().into()
 }
 
 /// A `text/event-stream` response with `body`; with `close`, also
