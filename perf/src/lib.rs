@@ -331,3 +331,24 @@ pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         })
         .unwrap_or(default)
 }
+
+/// Receives from `subscription` until `events` events have arrived; panics if the
+/// source disconnects or ends first, so a broken run never reports a figure.
+/// Returns the count, which is then `events`.
+pub async fn receive_events(subscription: &mut everstream::Subscription, events: usize) -> usize {
+    let mut count = 0;
+    while count < events {
+        match subscription.recv().await {
+            Some(everstream::Message::Event(event)) => {
+                std::hint::black_box(&event);
+                count += 1;
+            }
+            Some(everstream::Message::Disconnected { error, .. }) => {
+                panic!("disconnected after {count} events: {error:?}")
+            }
+            Some(_) => {}
+            None => panic!("the source ended after {count} events"),
+        }
+    }
+    count
+}

@@ -10,8 +10,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use everstream::{EventSource, Message};
-use everstream_perf::{Server, Summary, Workload, arg, client_runtime, llm, small, watchdog};
+use everstream::EventSource;
+use everstream_perf::{
+    Server, Summary, Workload, arg, client_runtime, llm, receive_events, small, watchdog,
+};
 use futures::StreamExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,20 +112,7 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
                 .expect("a valid source");
             let mut subscription = source.subscribe();
             source.start();
-            let mut count = 0;
-            while count < workload.events {
-                match subscription.recv().await {
-                    Some(Message::Event(event)) => {
-                        black_box(&event);
-                        count += 1;
-                    }
-                    Some(Message::Disconnected { error, .. }) => {
-                        panic!("disconnected after {count} events: {error:?}")
-                    }
-                    Some(_) => {}
-                    None => panic!("the source ended after {count} events"),
-                }
-            }
+            let count = receive_events(&mut subscription, workload.events).await;
             source.close().await;
             count
         }

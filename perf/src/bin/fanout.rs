@@ -5,11 +5,10 @@
 //!
 //! `cargo run --release --bin fanout -- [--rounds 7] [--subscribers 100] [--client-threads 0]`
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use everstream::{EventSource, Message, SubscribeOptions};
-use everstream_perf::{Server, Summary, arg, client_runtime, small};
+use everstream::{EventSource, SubscribeOptions};
+use everstream_perf::{Server, Summary, arg, client_runtime, receive_events, small};
 
 /// Starts a source with `subscribers` draining tasks and returns the seconds from
 /// `start()` until every subscriber has received `events` events.
@@ -25,23 +24,7 @@ async fn run(client: &reqwest::Client, url: &str, subscribers: usize, events: us
     let tasks: Vec<_> = (0..subscribers)
         .map(|_| {
             let mut subscription = source.subscribe_with(options);
-            tokio::spawn(async move {
-                let mut count = 0;
-                while count < events {
-                    match subscription.recv().await {
-                        Some(Message::Event(event)) => {
-                            black_box(&event);
-                            count += 1;
-                        }
-                        Some(Message::Disconnected { error, .. }) => {
-                            panic!("disconnected after {count} events: {error:?}")
-                        }
-                        Some(_) => {}
-                        None => panic!("the source ended after {count} events"),
-                    }
-                }
-                count
-            })
+            tokio::spawn(async move { receive_events(&mut subscription, events).await })
         })
         .collect();
     let start = Instant::now();
