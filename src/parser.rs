@@ -174,6 +174,7 @@ pub struct Parser {
     id_changed: bool,
     /// The last line split across chunks, once complete.
     joined: Bytes,
+    /// The size to reserve for the next split line: the last one's (capped).
     line_hint: usize,
 }
 
