@@ -10,7 +10,6 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Request, Url};
-use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -433,23 +432,14 @@ impl EventSourceBuilder {
         let (config, last_event_id, defaults) = self.into_config()?;
         let shared = Arc::new(Shared::new(last_event_id.clone()));
         let cancel = CancellationToken::new();
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (finished_tx, finished_rx) = watch::channel(false);
-        let supervisor = Supervisor::new(
-            config,
-            last_event_id,
-            Arc::clone(&shared),
-            cancel.clone(),
-            control_rx,
-        );
+        let supervisor =
+            Supervisor::new(config, last_event_id, Arc::clone(&shared), cancel.clone());
         Ok(EventSource {
             inner: Arc::new(Inner {
                 shared,
                 cancel,
-                control: control_tx,
-                finished: finished_rx,
                 defaults,
-                unstarted: Mutex::new(Some(Box::new((supervisor, finished_tx)))),
+                unstarted: Mutex::new(Some(Box::new(supervisor))),
             }),
         })
     }

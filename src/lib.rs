@@ -39,6 +39,7 @@ mod classify;
 mod connect;
 mod error;
 mod event;
+mod mailbox;
 mod message;
 mod parser;
 mod source;

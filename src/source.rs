@@ -8,12 +8,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::EventSourceBuilder;
 use crate::error::Error;
+use crate::mailbox::{self, Receiver, Sender};
 use crate::message::{Message, State, Stats};
 use crate::supervisor::Supervisor;
 
@@ -51,6 +52,9 @@ impl Default for SubscribeOptions {
 
 impl SubscribeOptions {
     /// How many messages may wait in this subscriber's channel. Default: 256.
+    ///
+    /// A subscription takes everything queued at once and reads through it, so
+    /// a slow subscriber may hold up to twice this many messages in memory.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
@@ -70,21 +74,10 @@ impl SubscribeOptions {
     }
 }
 
-/// The supervisor's end of one subscriber's channel.
-#[derive(Debug)]
-pub(crate) struct Subscriber {
-    pub(crate) tx: mpsc::Sender<Message>,
-    pub(crate) options: SubscribeOptions,
-    /// Messages dropped and not yet reported (lossy subscribers only). Shared
-    /// with the subscription, which reports them itself once its queue is empty,
-    /// so a count is never stuck behind a quiet stream.
-    pub(crate) missed: Arc<AtomicU64>,
-}
-
 /// Requests from handles to the supervisor.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Subscribe(Subscriber),
+    Subscribe(Sender),
     ReconnectNow,
 }
 
@@ -99,6 +92,11 @@ pub(crate) struct Shared {
     connected: Mutex<(Duration, Option<Instant>)>,
     last_error: Mutex<Option<Error>>,
     pub(crate) closed_by_user: AtomicBool,
+    /// Commands not yet taken by the supervisor; `None` once it has ended.
+    commands: Mutex<Option<Vec<Command>>>,
+    command_sent: Notify,
+    finished: AtomicBool,
+    finished_notify: Notify,
 }
 
 impl Shared {
@@ -112,6 +110,60 @@ impl Shared {
             connected: Mutex::new((Duration::ZERO, None)),
             last_error: Mutex::new(None),
             closed_by_user: AtomicBool::new(false),
+            commands: Mutex::new(Some(Vec::new())),
+            command_sent: Notify::new(),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+        }
+    }
+
+    /// Queues a command for the supervisor; dropped if it has ended.
+    fn send(&self, command: Command) {
+        let mut commands = self.commands.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(commands) = commands.as_mut() {
+            commands.push(command);
+            self.command_sent.notify_one();
+        }
+    }
+
+    /// The commands sent since the last call, oldest first.
+    pub(crate) fn take_commands(&self) -> Vec<Command> {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Completes when a command may be waiting.
+    pub(crate) async fn command_sent(&self) {
+        self.command_sent.notified().await;
+    }
+
+    /// The supervisor has ended: later commands are dropped (a late subscriber's
+    /// subscription ends at once) and `close()` returns.
+    pub(crate) fn finish(&self) {
+        let pending = self
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(pending);
+        self.finished.store(true, Ordering::Release);
+        self.finished_notify.notify_waiters();
+    }
+
+    async fn wait_finished(&self) {
+        loop {
+            let notified = self.finished_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a `finish` in between still wakes it.
+            notified.as_mut().enable();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -170,20 +222,15 @@ impl Shared {
     }
 }
 
-/// A supervisor not spawned yet, and the flag it raises when it ends.
-pub(crate) type Unstarted = (Supervisor, watch::Sender<bool>);
-
 /// Owned by every handle and subscription; dropping the last one stops the task.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) control: mpsc::UnboundedSender<Command>,
-    pub(crate) finished: watch::Receiver<bool>,
     pub(crate) defaults: SubscribeOptions,
     /// The supervisor until [`EventSource::start`] spawns it.
     /// Boxed: once started, an empty slot costs a pointer, not a supervisor.
-    pub(crate) unstarted: Mutex<Option<Box<Unstarted>>>,
+    pub(crate) unstarted: Mutex<Option<Box<Supervisor>>>,
 }
 
 impl Drop for Inner {
@@ -239,18 +286,11 @@ impl EventSource {
     /// Adds a subscriber with its own channel capacity, slow-subscriber mode and
     /// comment setting.
     pub fn subscribe_with(&self, options: SubscribeOptions) -> Subscription {
-        let (tx, rx) = mpsc::channel(options.capacity);
-        let missed = Arc::new(AtomicU64::new(0));
-        let subscriber = Subscriber {
-            tx,
-            options,
-            missed: Arc::clone(&missed),
-        };
-        // If the supervisor is gone the subscriber is dropped and `rx` ends at once.
-        let _ = self.inner.control.send(Command::Subscribe(subscriber));
+        let (sender, receiver) = mailbox::mailbox(options);
+        // If the supervisor is gone the sender is dropped and `receiver` ends at once.
+        self.inner.shared.send(Command::Subscribe(sender));
         Subscription {
-            rx,
-            missed,
+            receiver,
             inner: Arc::clone(&self.inner),
         }
     }
@@ -290,16 +330,15 @@ impl EventSource {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(unstarted) = unstarted {
-            let (supervisor, finished) = *unstarted;
-            tokio::spawn(supervisor.run(finished));
+        if let Some(supervisor) = unstarted {
+            tokio::spawn(supervisor.run());
         }
     }
 
     /// Drops the current connection (or skips the current wait) and reconnects at
     /// once, with `Last-Event-ID`.
     pub fn reconnect_now(&self) {
-        let _ = self.inner.control.send(Command::ReconnectNow);
+        self.inner.shared.send(Command::ReconnectNow);
     }
 
     /// Stops the supervisor and waits until it has ended: its connection closed,
@@ -317,9 +356,8 @@ impl EventSource {
         self.inner.cancel.cancel();
         // A source never started still tells its subscribers it closed.
         self.start();
-        let mut finished = self.inner.finished.clone();
-        // An error means the task is gone (its runtime was dropped): done too.
-        let _ = finished.wait_for(|done| *done).await;
+        // Also done when the task is gone because its runtime was dropped.
+        self.inner.shared.wait_finished().await;
     }
 }
 
@@ -329,8 +367,7 @@ impl EventSource {
 /// Holding a subscription keeps its source running.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: mpsc::Receiver<Message>,
-    missed: Arc<AtomicU64>,
+    receiver: Receiver,
     inner: Arc<Inner>,
 }
 
@@ -352,15 +389,7 @@ impl Subscription {
     }
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        // Queued messages came before any drop still unreported: deliver them first.
-        if let Ok(message) = self.rx.try_recv() {
-            return Poll::Ready(Some(message));
-        }
-        let count = self.missed.swap(0, Ordering::AcqRel);
-        if count > 0 {
-            return Poll::Ready(Some(Message::Missed { count }));
-        }
-        self.rx.poll_recv(cx)
+        self.receiver.poll_recv(cx)
     }
 }
 

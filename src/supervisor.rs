@@ -9,8 +9,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Request, Response, Url};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, trace, warn};
@@ -20,9 +18,14 @@ use crate::builder::Config;
 use crate::classify::{Decision, Outcome, classify};
 use crate::connect::{REJECTION_READ_TIMEOUT, check_response, set_stream_headers};
 use crate::error::{Error, ErrorKind};
+use crate::mailbox::{Gone, Sender};
 use crate::message::{CloseReason, DelayCause, Message, State};
 use crate::parser::{Frame, ParseError, Parser};
-use crate::source::{Command, Shared, SlowSubscriber, Subscriber};
+use crate::source::{Command, Shared};
+
+/// At most this many messages are parsed before they are delivered: bounds the
+/// latency batching adds and the memory of the batch.
+const BATCH: usize = 32;
 
 const NO_CONTENT: reqwest::StatusCode = reqwest::StatusCode::NO_CONTENT;
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
@@ -42,7 +45,7 @@ struct Ended {
 /// What woke the read loop.
 enum Wake {
     Cancelled,
-    Command(Option<Command>),
+    Commands,
     Stalled,
     Chunk(Option<reqwest::Result<Bytes>>),
 }
@@ -51,8 +54,7 @@ pub(crate) struct Supervisor {
     config: Config,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-    control: mpsc::UnboundedReceiver<Command>,
-    subscribers: Vec<Subscriber>,
+    subscribers: Vec<Sender>,
     /// One parser for the source's whole life: it carries the last event ID
     /// across connections.
     parser: Parser,
@@ -76,7 +78,6 @@ impl Supervisor {
         last_event_id: String,
         shared: Arc<Shared>,
         cancel: CancellationToken,
-        control: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let mut parser = Parser::with_limits(config.limits);
         parser.set_last_event_id(last_event_id);
@@ -85,7 +86,6 @@ impl Supervisor {
             config,
             shared,
             cancel,
-            control,
             subscribers: Vec::new(),
             parser,
             jitter,
@@ -98,8 +98,10 @@ impl Supervisor {
     ///
     /// A plain `fn` returning the future, so the task stores the supervisor once
     /// (an `async fn` would keep it both as its argument and as the block's capture).
-    pub(crate) fn run(mut self, finished: watch::Sender<bool>) -> impl Future<Output = ()> {
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> {
         let span = tracing::debug_span!("everstream", url = %redacted_url(&self.config.url));
+        // Marks the task done however it ends, even dropped by its runtime unpolled.
+        let finished = Finished(Arc::clone(&self.shared));
         async move {
             let reason = match self.lifecycle().await {
                 Ok(reason) => reason,
@@ -116,14 +118,14 @@ impl Supervisor {
                 // Shutting down must not wait for a slow subscriber.
                 self.accept_commands();
                 for subscriber in &self.subscribers {
-                    let _ = subscriber.tx.try_send(message.clone());
+                    let _ = subscriber.push(&mut [message.clone()], &mut 0, true);
                 }
             } else {
                 // Subscribers are still there to hear why; a close or drop ends the wait.
                 let _ = self.broadcast(message).await;
             }
             self.subscribers.clear();
-            let _ = finished.send(true);
+            drop(finished);
         }
         .instrument(span)
     }
@@ -142,7 +144,10 @@ impl Supervisor {
             self.shared.set_state(State::Connecting);
             debug!(attempt, "connecting");
             self.broadcast(Message::Connecting { attempt }).await?;
-            let (error, requested, open_for) = match self.connect(attempt).await? {
+            // Boxed: the connecting state is large and lasts only until the response,
+            // so an open (idle) stream does not carry its space.
+            let connected = Box::pin(self.connect(attempt)).await?;
+            let (error, requested, open_for) = match connected {
                 Ok(response) => {
                     // Open.
                     let opened_at = Instant::now();
@@ -157,7 +162,7 @@ impl Supervisor {
                     })
                     .await?;
                     self.reconnect_requested = false;
-                    let ended = self.read(response).await;
+                    let ended = self.read(response.bytes_stream()).await;
                     // A partial event in flight is discarded; the last event ID stays.
                     self.parser.finish();
                     let ended = ended?;
@@ -303,12 +308,16 @@ impl Supervisor {
     }
 
     /// Reads the body, dispatching frames, until it ends, stalls or fails.
-    async fn read(&mut self, response: Response) -> Result<Ended, Cancelled> {
-        let mut body = response.bytes_stream();
+    async fn read(
+        &mut self,
+        body: impl futures_core::Stream<Item = reqwest::Result<Bytes>>,
+    ) -> Result<Ended, Cancelled> {
+        tokio::pin!(body);
         let read_timeout = self.config.read_timeout;
         let stall = tokio::time::sleep(read_timeout.unwrap_or(Duration::from_secs(86_400)));
         tokio::pin!(stall);
         let cancel = self.cancel.clone();
+        let shared = Arc::clone(&self.shared);
         loop {
             if self.reconnect_requested {
                 return Ok(Ended {
@@ -319,14 +328,14 @@ impl Supervisor {
             let wake = tokio::select! {
                 biased;
                 () = cancel.cancelled() => Wake::Cancelled,
-                command = self.control.recv() => Wake::Command(command),
+                () = shared.command_sent() => Wake::Commands,
                 // Data that is ready wins over a deadline that passed meanwhile.
                 chunk = body.next() => Wake::Chunk(chunk),
                 () = &mut stall, if read_timeout.is_some() => Wake::Stalled,
             };
             match wake {
-                Wake::Cancelled | Wake::Command(None) => return Err(Cancelled),
-                Wake::Command(Some(command)) => self.handle(command),
+                Wake::Cancelled => return Err(Cancelled),
+                Wake::Commands => self.accept_commands(),
                 Wake::Stalled => {
                     let timeout = read_timeout.unwrap_or_default();
                     return Ok(Ended {
@@ -374,33 +383,73 @@ impl Supervisor {
     /// Broadcasts the frames parsed so far. Never fails on bad input: limit
     /// errors are sent to subscribers and parsing goes on.
     async fn dispatch_frames(&mut self) -> Result<(), Cancelled> {
-        while let Some(frame) = self.parser.next_frame() {
-            match frame {
-                Ok(Frame::Event(event)) => {
-                    self.shared.events.fetch_add(1, Ordering::Relaxed);
+        // Only a full lossless subscriber makes this wait; the waiting part is
+        // allocated then, so its state does not enlarge the read loop.
+        while let Some((mut batch, stopped)) = self.dispatch_ready() {
+            Box::pin(self.offer_when_room(&mut batch, stopped)).await?;
+        }
+        Ok(())
+    }
+
+    /// Parses frames and delivers them in batches until the input runs out, or
+    /// until a full lossless subscriber stops delivery: then returns the batch
+    /// and where it stopped.
+    fn dispatch_ready(&mut self) -> Option<(Vec<Message>, Position)> {
+        let mut batch = Vec::new();
+        let mut events = 0;
+        loop {
+            let frame = self.parser.next_frame();
+            let message = match frame {
+                None => break,
+                Some(Ok(Frame::Event(event))) => {
+                    events += 1;
                     trace!(event_type = event.event_type(), "event");
-                    self.broadcast(Message::Event(event)).await?;
+                    Message::Event(event)
                 }
-                Ok(Frame::Comment(text)) => {
-                    if self.subscribers.iter().any(|s| s.options.comments) {
-                        self.broadcast(Message::Comment(text)).await?;
+                Some(Ok(Frame::Comment(text))) => {
+                    if !self.subscribers.iter().any(Sender::wants_comments) {
+                        continue;
                     }
+                    Message::Comment(text)
                 }
-                Ok(Frame::Retry(delay)) => {
+                Some(Ok(Frame::Retry(delay))) => {
                     debug!(retry_ms = delay.as_millis() as u64, "server set retry");
                     self.server_retry = Some(delay);
+                    continue;
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     let error = Error::from(error);
                     warn!(error = %error, "event skipped");
                     self.shared.set_last_error(&error);
-                    self.broadcast(Message::Error(error)).await?;
+                    Message::Error(error)
                 }
+            };
+            if batch.capacity() == 0 {
+                batch.reserve_exact(BATCH);
             }
+            batch.push(message);
+            if batch.len() == BATCH {
+                if let Some(stopped) = self.offer_batch(&mut batch, std::mem::take(&mut events)) {
+                    return Some((batch, stopped));
+                }
+                batch.clear();
+            }
+        }
+        if !batch.is_empty()
+            && let Some(stopped) = self.offer_batch(&mut batch, events)
+        {
+            return Some((batch, stopped));
         }
         // Also covers id-only blocks, which change the ID without an event.
         self.shared.set_last_event_id(self.parser.last_event_id());
-        Ok(())
+        None
+    }
+
+    /// Counts the batch's events and offers it to every subscriber.
+    fn offer_batch(&mut self, batch: &mut [Message], events: u64) -> Option<Position> {
+        self.shared.events.fetch_add(events, Ordering::Relaxed);
+        self.accept_commands();
+        self.offer(batch, Position::default())
     }
 
     /// Sleeps before the next attempt; a reconnect request cuts the wait short.
@@ -408,17 +457,14 @@ impl Supervisor {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         let cancel = self.cancel.clone();
+        let shared = Arc::clone(&self.shared);
         while !self.reconnect_requested {
-            let command = tokio::select! {
+            tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Cancelled),
                 () = &mut sleep => return Ok(()),
-                command = self.control.recv() => command,
+                () = shared.command_sent() => self.accept_commands(),
             };
-            match command {
-                Some(command) => self.handle(command),
-                None => return Err(Cancelled),
-            }
         }
         Ok(())
     }
@@ -475,91 +521,85 @@ impl Supervisor {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Subscribe(subscriber) => self.subscribers.push(subscriber),
+            Command::Subscribe(subscriber) => {
+                // Usually one or two subscribers: no room for four up front.
+                self.subscribers.reserve_exact(1);
+                self.subscribers.push(subscriber);
+            }
             Command::ReconnectNow => self.reconnect_requested = true,
         }
     }
 
     fn accept_commands(&mut self) {
-        while let Ok(command) = self.control.try_recv() {
+        for command in self.shared.take_commands() {
             self.handle(command);
         }
     }
 
     /// Sends `message` to every subscriber, honouring each one's slow mode.
-    async fn broadcast(&mut self, mut message: Message) -> Result<(), Cancelled> {
-        self.accept_commands();
-        let comment = matches!(message, Message::Comment(_));
-        let mut index = 0;
-        while index < self.subscribers.len() {
-            let is_last = index + 1 == self.subscribers.len();
-            let subscriber = &mut self.subscribers[index];
-            if comment && !subscriber.options.comments {
-                index += 1;
-                continue;
+    async fn broadcast(&mut self, message: Message) -> Result<(), Cancelled> {
+        let mut batch = [message];
+        match self.offer_batch(&mut batch, 0) {
+            None => Ok(()),
+            Some(stopped) => Box::pin(self.offer_when_room(&mut batch, stopped)).await,
+        }
+    }
+
+    /// Delivers as much of `batch` as fits without waiting, from `at` on.
+    /// Returns where it stopped: at a full lossless subscriber.
+    fn offer(&mut self, batch: &mut [Message], mut at: Position) -> Option<Position> {
+        while at.subscriber < self.subscribers.len() {
+            // The last subscriber takes the messages themselves: no clones.
+            let take = at.subscriber + 1 == self.subscribers.len();
+            match self.subscribers[at.subscriber].push(batch, &mut at.message, take) {
+                Ok(()) if at.message < batch.len() => return Some(at),
+                Ok(()) => at.subscriber += 1,
+                // Its subscription was dropped.
+                Err(Gone) => {
+                    self.subscribers.remove(at.subscriber);
+                }
             }
-            // The last subscriber takes the message itself: one clone fewer.
-            let copy = if is_last {
-                std::mem::replace(&mut message, Message::Connecting { attempt: 0 })
-            } else {
-                message.clone()
-            };
-            if deliver(subscriber, copy, &self.cancel).await? {
-                index += 1;
-            } else {
-                // Its receiver was dropped.
-                self.subscribers.remove(index);
+            at.message = 0;
+        }
+        None
+    }
+
+    /// Waits for room at each full subscriber in turn and delivers the rest.
+    async fn offer_when_room(
+        &mut self,
+        batch: &mut [Message],
+        mut stopped: Position,
+    ) -> Result<(), Cancelled> {
+        loop {
+            let subscriber = &self.subscribers[stopped.subscriber];
+            // A subscription dropped meanwhile is found and removed by `offer`.
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(Cancelled),
+                _ = std::future::poll_fn(|cx| subscriber.poll_room(cx)) => {}
+            }
+            match self.offer(batch, stopped) {
+                None => return Ok(()),
+                Some(at) => stopped = at,
             }
         }
-        Ok(())
     }
 }
 
-/// Delivers to one subscriber; false when it has gone away.
-async fn deliver(
-    subscriber: &mut Subscriber,
-    message: Message,
-    cancel: &CancellationToken,
-) -> Result<bool, Cancelled> {
-    match subscriber.options.slow {
-        SlowSubscriber::Skip => {
-            // Swap, not load: the subscription may report the count concurrently.
-            let missed = subscriber.missed.swap(0, Ordering::AcqRel);
-            if missed > 0 {
-                match subscriber.tx.try_send(Message::Missed { count: missed }) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        subscriber.missed.fetch_add(missed + 1, Ordering::AcqRel);
-                        return Ok(true);
-                    }
-                    Err(TrySendError::Closed(_)) => return Ok(false),
-                }
-            }
-            match subscriber.tx.try_send(message) {
-                Ok(()) => Ok(true),
-                Err(TrySendError::Full(_)) => {
-                    subscriber.missed.fetch_add(1, Ordering::AcqRel);
-                    Ok(true)
-                }
-                Err(TrySendError::Closed(_)) => Ok(false),
-            }
-        }
-        _ => match subscriber.tx.try_send(message) {
-            Ok(()) => Ok(true),
-            Err(TrySendError::Closed(_)) => Ok(false),
-            // The slow path is boxed so its large state does not grow every
-            // await point of the task that uses `deliver`.
-            Err(TrySendError::Full(message)) => {
-                Box::pin(async {
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => Err(Cancelled),
-                        sent = subscriber.tx.send(message) => Ok(sent.is_ok()),
-                    }
-                })
-                .await
-            }
-        },
+/// How far delivering a batch has got: the subscriber, and the next message
+/// of the batch for it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Position {
+    subscriber: usize,
+    message: usize,
+}
+
+/// Marks the supervisor finished when dropped.
+struct Finished(Arc<Shared>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
