@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::event::{DEFAULT_EVENT_TYPE, Event};
@@ -116,8 +116,13 @@ enum Data {
     #[default]
     Empty,
     Single(ByteString),
-    Multi(BytesMut),
+    /// Several lines, joined in [`Parser::text`]: each line is validated once, as
+    /// it is appended, and the whole is never validated again.
+    Multi,
 }
+
+/// The largest joined-data buffer kept for the next multi-line event.
+const MAX_RETAINED_TEXT: usize = 64 << 10;
 
 /// A sans-IO parser for `text/event-stream` bodies.
 ///
@@ -149,8 +154,9 @@ enum Data {
 #[derive(Debug)]
 pub struct Parser {
     limits: Limits,
-    /// Input not yet scanned.
+    /// The current chunk; `input[pos..]` is not scanned yet.
     input: Bytes,
+    pos: usize,
     /// The start of a line whose end has not arrived yet. Never holds a line ending.
     partial: BytesMut,
     /// How many BOM bytes matched so far at stream start; `None` once decided.
@@ -164,7 +170,10 @@ pub struct Parser {
     skipping_block: bool,
     data: Data,
     data_len: usize,
-    event_type: Option<Bytes>,
+    /// The joined lines of `Data::Multi`; kept between the events of a chunk (up
+    /// to `MAX_RETAINED_TEXT`) so that joining rarely allocates.
+    text: String,
+    event_type: Option<ByteString>,
     block_retry: Option<Duration>,
     /// The spec's "last event ID buffer": set by `id:`, committed at a blank line.
     id_buffer: ByteString,
@@ -178,10 +187,19 @@ pub struct Parser {
     line_hint: usize,
 }
 
+/// Where a line lies.
 #[derive(Clone, Copy)]
 enum Src {
     Input,
     Joined,
+}
+
+/// A complete line without its ending: `buffer(src)[start..end]`.
+#[derive(Clone, Copy)]
+struct Line {
+    src: Src,
+    start: usize,
+    end: usize,
 }
 
 impl Default for Parser {
@@ -201,6 +219,7 @@ impl Parser {
         Self {
             limits,
             input: Bytes::new(),
+            pos: 0,
             partial: BytesMut::new(),
             bom_matched: Some(0),
             skip_lf: false,
@@ -208,6 +227,7 @@ impl Parser {
             skipping_block: false,
             data: Data::Empty,
             data_len: 0,
+            text: String::new(),
             event_type: None,
             block_retry: None,
             id_buffer: ByteString::new(),
@@ -247,13 +267,16 @@ impl Parser {
     /// Adds a chunk of input. Drain [`next_frame`](Self::next_frame) between calls:
     /// input left unscanned is then copied once to join the new chunk.
     pub fn feed(&mut self, chunk: Bytes) {
-        if self.input.is_empty() {
+        let rest = &self.input[self.pos..];
+        if rest.is_empty() {
             self.input = chunk;
+            self.pos = 0;
         } else if !chunk.is_empty() {
-            let mut joined = BytesMut::with_capacity(self.input.len() + chunk.len());
-            joined.extend_from_slice(&self.input);
+            let mut joined = BytesMut::with_capacity(rest.len() + chunk.len());
+            joined.extend_from_slice(rest);
             joined.extend_from_slice(&chunk);
             self.input = joined.freeze();
+            self.pos = 0;
         }
     }
 
@@ -276,53 +299,67 @@ impl Parser {
     /// that event is skipped and the following frames are parsed normally.
     pub fn next_frame(&mut self) -> Option<Result<Frame, ParseError>> {
         loop {
-            if !self.strip_bom() {
+            let line = match self.next_line()? {
+                Ok(line) => line,
+                Err(error) => return Some(Err(error)),
+            };
+            let frame = if line.start == line.end {
+                self.dispatch().map(|event| Ok(Frame::Event(event)))
+            } else {
+                self.process_field(line)
+            };
+            if frame.is_some() {
+                return frame;
+            }
+        }
+    }
+
+    /// The next complete line, its ending consumed, or `None` when more input is
+    /// needed. Fails when a line grows beyond the limit.
+    fn next_line(&mut self) -> Option<Result<Line, ParseError>> {
+        loop {
+            if self.bom_matched.is_some() && !self.strip_bom() {
                 return None;
             }
-            if self.skip_lf && !self.input.is_empty() {
+            if self.skip_lf && self.pos < self.input.len() {
                 self.skip_lf = false;
-                if self.input[0] == b'\n' {
-                    self.input.advance(1);
+                if self.input[self.pos] == b'\n' {
+                    self.pos += 1;
                 }
             }
-            if self.input.is_empty() {
-                return None;
-            }
-            let Some(end) = find_line_end(&self.input) else {
-                return self.keep_partial_line();
+            let start = self.pos;
+            let Some(len) = find_line_end(&self.input[start..]) else {
+                return self.keep_partial_line().map(Err);
             };
-            let mut consumed = end + 1;
+            let end = start + len;
+            self.pos = end + 1;
             if self.input[end] == b'\r' {
                 match self.input.get(end + 1) {
-                    Some(b'\n') => consumed += 1,
+                    Some(b'\n') => self.pos += 1,
                     Some(_) => {}
                     None => self.skip_lf = true,
                 }
             }
             if self.overlong_line > 0 {
                 self.overlong_line = 0;
-                self.input.advance(consumed);
                 continue;
             }
-            let result = if self.partial.is_empty() {
-                // The common case: the line lies inside the input and is parsed in
-                // place; only a data value becomes a `Bytes` (one reference count).
-                let result = self.process_line(Src::Input, end);
-                self.input.advance(consumed);
-                result
-            } else {
-                self.partial.extend_from_slice(&self.input[..end]);
-                self.input.advance(consumed);
-                self.joined = self.partial.split().freeze();
-                self.line_hint = self.joined.len().min(1 << 20) + 1;
-                let result = self.process_line(Src::Joined, self.joined.len());
-                // Values were sliced out of it; do not keep the rest alive.
-                self.joined = Bytes::new();
-                result
-            };
-            if result.is_some() {
-                return result;
+            if self.partial.is_empty() {
+                // The common case: the line lies inside the input and is parsed in place.
+                return Some(Ok(Line {
+                    src: Src::Input,
+                    start,
+                    end,
+                }));
             }
+            self.partial.extend_from_slice(&self.input[start..end]);
+            self.joined = self.partial.split().freeze();
+            self.line_hint = self.joined.len().min(1 << 20) + 1;
+            return Some(Ok(Line {
+                src: Src::Joined,
+                start: 0,
+                end: self.joined.len(),
+            }));
         }
     }
 
@@ -332,7 +369,7 @@ impl Parser {
             return true;
         };
         while matched < BOM.len() {
-            let Some(&byte) = self.input.first() else {
+            let Some(&byte) = self.input.get(self.pos) else {
                 self.bom_matched = Some(matched);
                 return false;
             };
@@ -341,7 +378,7 @@ impl Parser {
                 self.partial.extend_from_slice(&BOM[..matched]);
                 break;
             }
-            self.input.advance(1);
+            self.pos += 1;
             matched += 1;
         }
         self.bom_matched = None;
@@ -349,8 +386,12 @@ impl Parser {
     }
 
     /// Keeps the unterminated rest of the input for the next chunk, within the limit.
-    fn keep_partial_line(&mut self) -> Option<Result<Frame, ParseError>> {
-        let rest = std::mem::take(&mut self.input);
+    fn keep_partial_line(&mut self) -> Option<ParseError> {
+        let input = std::mem::take(&mut self.input);
+        let rest = &input[std::mem::take(&mut self.pos)..];
+        if rest.is_empty() {
+            return None;
+        }
         if self.overlong_line > 0 {
             self.overlong_line = self.overlong_line.saturating_add(rest.len());
             return None;
@@ -359,16 +400,16 @@ impl Parser {
             self.overlong_line = self.partial.len() + rest.len();
             self.partial = BytesMut::new();
             self.skipping_block = true;
-            return Some(Err(ParseError::LineTooLong {
+            return Some(ParseError::LineTooLong {
                 limit: self.limits.max_line_length,
-            }));
+            });
         }
         if self.partial.is_empty() {
             // One allocation of the size the last split line had, instead of
             // doubling (and copying) its way up to it.
             self.partial.reserve(rest.len().max(self.line_hint));
         }
-        self.partial.extend_from_slice(&rest);
+        self.partial.extend_from_slice(rest);
         None
     }
 
@@ -379,41 +420,53 @@ impl Parser {
         }
     }
 
-    /// Processes the line `buffer(src)[..len]`.
-    fn process_line(&mut self, src: Src, len: usize) -> Option<Result<Frame, ParseError>> {
-        if len == 0 {
-            return self.dispatch().map(Ok);
+    /// Interprets a non-blank line.
+    fn process_field(&mut self, line: Line) -> Option<Result<Frame, ParseError>> {
+        let frame = self.interpret_field(line);
+        if let Src::Joined = line.src {
+            // Values were sliced out of it; do not keep the rest alive.
+            self.joined = Bytes::new();
         }
-        if len > self.limits.max_line_length {
+        frame
+    }
+
+    fn interpret_field(&mut self, line: Line) -> Option<Result<Frame, ParseError>> {
+        let Line { src, start, end } = line;
+        if end - start > self.limits.max_line_length {
             self.skipping_block = true;
             return Some(Err(ParseError::LineTooLong {
                 limit: self.limits.max_line_length,
             }));
         }
-        let line = &self.buffer(src)[..len];
-        let (name_end, mut value_start) = match memchr::memchr(b':', line) {
-            Some(colon) => (colon, colon + 1),
-            None => (len, len),
+        let bytes = &self.buffer(src)[start..end];
+        // Most lines are data: name them without a search for the colon.
+        let (name_end, mut value_start) = if bytes.starts_with(b"data:") {
+            (4, 5)
+        } else {
+            match memchr::memchr(b':', bytes) {
+                Some(colon) => (colon, colon + 1),
+                None => (bytes.len(), bytes.len()),
+            }
         };
-        if line.get(value_start) == Some(&b' ') {
+        if bytes.get(value_start) == Some(&b' ') {
             value_start += 1;
         }
-        let value = value_start..len;
-        match &line[..name_end] {
+        let value = start + value_start..end;
+        match &bytes[..name_end] {
             b"" => {
                 return Some(Ok(Frame::Comment(
-                    String::from_utf8_lossy(&line[value]).into_owned(),
+                    String::from_utf8_lossy(&bytes[value_start..]).into_owned(),
                 )));
             }
-            b"data" => return self.append_data(src, value),
-            b"event" => self.event_type = Some(self.buffer(src).slice(value)),
+            b"data" => return self.append_data(src, value).err().map(Err),
+            b"event" => self.event_type = Some(decode_range(self.buffer(src), value)),
             // An id containing NUL is ignored entirely.
-            b"id" if memchr::memchr(0, &line[value.clone()]).is_none() => {
+            b"id" if memchr::memchr(0, &bytes[value_start..]).is_none() => {
                 self.id_buffer = decode_range(self.buffer(src), value);
                 self.id_changed = true;
             }
             b"retry" => {
-                if let Some(millis) = parse_retry(&line[value]) {
+                if let Some(millis) = parse_retry(&bytes[value_start..]) {
                     let delay = Duration::from_millis(millis);
                     self.block_retry = Some(delay);
                     return Some(Ok(Frame::Retry(delay)));
@@ -424,43 +477,42 @@ impl Parser {
         None
     }
 
-    fn append_data(
-        &mut self,
-        src: Src,
-        value: std::ops::Range<usize>,
-    ) -> Option<Result<Frame, ParseError>> {
+    fn append_data(&mut self, src: Src, value: std::ops::Range<usize>) -> Result<(), ParseError> {
         if self.skipping_block {
-            return None;
+            return Ok(());
         }
         self.data_len += value.len() + 1;
         if self.data_len > self.limits.max_event_size {
             self.data = Data::Empty;
+            self.text.clear();
             self.skipping_block = true;
-            return Some(Err(ParseError::EventTooLarge {
+            return Err(ParseError::EventTooLarge {
                 limit: self.limits.max_event_size,
-            }));
+            });
         }
-        self.data = match std::mem::take(&mut self.data) {
-            Data::Empty => Data::Single(decode_range(self.buffer(src), value)),
-            Data::Single(first) => {
-                let value = &self.buffer(src)[value];
-                let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
-                joined.extend_from_slice(first.as_bytes());
-                joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(value);
-                Data::Multi(joined)
-            }
-            Data::Multi(mut joined) => {
-                joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(&self.buffer(src)[value]);
-                Data::Multi(joined)
-            }
+        // Not `self.buffer(src)`: `self.text` is written while this is borrowed.
+        let buffer = match src {
+            Src::Input => &self.input,
+            Src::Joined => &self.joined,
         };
-        None
+        match std::mem::replace(&mut self.data, Data::Multi) {
+            Data::Empty => self.data = Data::Single(decode_range(buffer, value)),
+            Data::Single(first) => {
+                self.text.reserve(first.len() + 1 + value.len());
+                self.text.push_str(&first);
+                self.text.push('\n');
+                push_decoded(&mut self.text, &buffer[value]);
+            }
+            Data::Multi => {
+                self.text.push('\n');
+                push_decoded(&mut self.text, &buffer[value]);
+            }
+        }
+        Ok(())
     }
 
     /// A blank line: commit the last event ID and dispatch the block, if it has data.
-    fn dispatch(&mut self) -> Option<Frame> {
+    fn dispatch(&mut self) -> Option<Event> {
         if std::mem::take(&mut self.id_changed) {
             self.last_event_id = self.id_buffer.clone();
         }
@@ -470,25 +522,53 @@ impl Parser {
         let skipped = std::mem::take(&mut self.skipping_block);
         self.data_len = 0;
         let data = match data {
-            _ if skipped => return None,
+            _ if skipped => {
+                self.text.clear();
+                return None;
+            }
             Data::Empty => return None,
             Data::Single(data) => data,
-            Data::Multi(data) => decode(data.freeze()),
+            Data::Multi => self.take_text(),
         };
         let event_type = match event_type {
-            Some(name) if !name.is_empty() => decode(name),
+            Some(name) if !name.is_empty() => name,
             _ => ByteString::from_static(DEFAULT_EVENT_TYPE),
         };
-        Some(Frame::Event(Event::from_parts(
+        Some(Event::from_parts(
             event_type,
             data,
             self.last_event_id.clone(),
             retry,
-        )))
+        ))
+    }
+
+    /// The joined data, as an exact-size copy so the buffer is reused by the
+    /// next event of this chunk. At the end of the input, or when the buffer
+    /// grew too large to keep, it is handed over instead: an idle parser holds
+    /// no buffer.
+    fn take_text(&mut self) -> ByteString {
+        if self.pos == self.input.len() || self.text.capacity() > MAX_RETAINED_TEXT {
+            return ByteString::from(std::mem::take(&mut self.text));
+        }
+        let data = ByteString::from(self.text.as_str());
+        self.text.clear();
+        data
     }
 }
 
-/// Decodes `buffer[range]` with one validation and one reference count.
+/// Appends `bytes` UTF-8 decoded, with U+FFFD for each invalid sequence.
+fn push_decoded(text: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => text.push_str(valid),
+        Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+/// Decodes `buffer[range]` with one validation and one reference count, with
+/// U+FFFD for each invalid sequence.
+///
+/// Decoding per field value gives the same text as decoding the whole stream
+/// first: values are delimited by ASCII bytes, which always end an invalid sequence.
 fn decode_range(buffer: &Bytes, range: std::ops::Range<usize>) -> ByteString {
     match ByteString::try_from(buffer.slice(range.clone())) {
         Ok(text) => text,
@@ -502,24 +582,6 @@ fn find_line_end(input: &[u8]) -> Option<usize> {
     match input.first() {
         Some(b'\n' | b'\r') => Some(0),
         _ => memchr::memchr2(b'\n', b'\r', input),
-    }
-}
-
-/// UTF-8 decodes with U+FFFD for each invalid sequence, without copying valid input.
-///
-/// Decoding per field value gives the same text as decoding the whole stream
-/// first: values are delimited by ASCII bytes, which always end an invalid sequence.
-fn decode(bytes: Bytes) -> ByteString {
-    // `try_from` consumes its input even when it fails. For a short value a second
-    // validation costs less than a reference-count pair; a long one (multi-line
-    // data) keeps a clone instead, so it is validated once.
-    if bytes.len() > 256 {
-        return decode_range(&bytes, 0..bytes.len());
-    }
-    if std::str::from_utf8(&bytes).is_ok() {
-        ByteString::try_from(bytes).unwrap_or_default()
-    } else {
-        ByteString::from(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 

@@ -349,6 +349,24 @@ fn single_line_data_is_not_copied() {
 }
 
 #[test]
+fn multi_line_buffer_is_reused_within_a_chunk_and_released_at_its_end() {
+    let mut parser = Parser::new();
+    parser.feed(Bytes::from_static(
+        b"data: a\ndata: b\n\ndata: c\ndata: d\n\n",
+    ));
+    let Some(Ok(Frame::Event(first))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(first.data(), "a\nb");
+    assert!(parser.text.capacity() > 0, "kept for the next event");
+    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(second.data(), "c\nd");
+    assert_eq!(parser.text.capacity(), 0, "an idle parser holds no buffer");
+}
+
+#[test]
 fn over_long_line_is_reported_once_skipped_and_parsing_resumes() {
     let limits = Limits::default().max_line_length(8);
     let long: &[&[u8]] = &[
