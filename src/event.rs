@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::de::DeserializeOwned;
+use smol_str::SmolStr;
 
 use crate::error::Error;
 
@@ -15,9 +16,10 @@ pub(crate) const DEFAULT_EVENT_TYPE: &str = "message";
 /// One server-sent event, as dispatched by the parser.
 ///
 /// All text is valid UTF-8 (invalid input bytes were replaced with U+FFFD, as the
-/// WHATWG spec requires). The fields share the bytes they were parsed from, so
-/// [`Clone`] is O(1): it never copies the data, which makes fanning one event out to
-/// many subscribers cheap.
+/// WHATWG spec requires). The data shares the bytes it was parsed from, and a
+/// short type or ID (up to 23 bytes) is stored inline, so [`Clone`] is O(1): it
+/// never copies the data, which makes fanning one event out to many subscribers
+/// cheap.
 ///
 /// # Examples
 ///
@@ -36,9 +38,12 @@ pub(crate) const DEFAULT_EVENT_TYPE: &str = "message";
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Event {
-    event_type: ByteString,
+    /// Inline when short (almost always): cloned without a reference count.
+    event_type: SmolStr,
     data: ByteString,
-    id: ByteString,
+    /// Inline when short, like most IDs: every event carries the ID in force,
+    /// and a shared string would cost two atomic operations per event.
+    id: SmolStr,
     retry: Option<Duration>,
 }
 
@@ -46,17 +51,17 @@ impl Event {
     /// An event of type `message` with the given data, an empty ID and no retry.
     pub fn new(data: impl Into<String>) -> Self {
         Self {
-            event_type: ByteString::from_static(DEFAULT_EVENT_TYPE),
+            event_type: SmolStr::new_static(DEFAULT_EVENT_TYPE),
             data: ByteString::from(data.into()),
-            id: ByteString::new(),
+            id: SmolStr::default(),
             retry: None,
         }
     }
 
     pub(crate) fn from_parts(
-        event_type: ByteString,
+        event_type: SmolStr,
         data: ByteString,
-        id: ByteString,
+        id: SmolStr,
         retry: Option<Duration>,
     ) -> Self {
         Self {
@@ -71,16 +76,16 @@ impl Event {
     pub fn with_event_type(mut self, event_type: impl Into<String>) -> Self {
         let event_type = event_type.into();
         self.event_type = if event_type.is_empty() {
-            ByteString::from_static(DEFAULT_EVENT_TYPE)
+            SmolStr::new_static(DEFAULT_EVENT_TYPE)
         } else {
-            ByteString::from(event_type)
+            SmolStr::from(event_type)
         };
         self
     }
 
     /// Returns this event with its last event ID replaced.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = ByteString::from(id.into());
+        self.id = SmolStr::from(id.into());
         self
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use smol_str::SmolStr;
 
 use crate::event::{DEFAULT_EVENT_TYPE, Event};
 
@@ -173,12 +174,12 @@ pub struct Parser {
     /// The joined lines of `Data::Multi`; kept between the events of a chunk (up
     /// to `MAX_RETAINED_TEXT`) so that joining rarely allocates.
     text: String,
-    event_type: Option<ByteString>,
+    event_type: Option<SmolStr>,
     block_retry: Option<Duration>,
     /// The spec's "last event ID buffer": set by `id:`, committed at a blank line.
-    id_buffer: ByteString,
+    id_buffer: SmolStr,
     /// The last event ID string of the source.
-    last_event_id: ByteString,
+    last_event_id: SmolStr,
     /// `id_buffer` changed since the last dispatch.
     id_changed: bool,
     /// The last line split across chunks, once complete.
@@ -230,8 +231,8 @@ impl Parser {
             text: String::new(),
             event_type: None,
             block_retry: None,
-            id_buffer: ByteString::new(),
-            last_event_id: ByteString::new(),
+            id_buffer: SmolStr::default(),
+            last_event_id: SmolStr::default(),
             id_changed: false,
             joined: Bytes::new(),
             line_hint: 0,
@@ -243,7 +244,7 @@ impl Parser {
     /// A reconnecting client uses this so the ID survives connections whose events
     /// carry no `id:` field.
     pub fn set_last_event_id(&mut self, id: impl Into<String>) {
-        self.last_event_id = ByteString::from(id.into());
+        self.last_event_id = SmolStr::from(id.into());
         self.id_buffer = self.last_event_id.clone();
     }
 
@@ -459,10 +460,10 @@ impl Parser {
                 )));
             }
             b"data" => return self.append_data(src, value).err().map(Err),
-            b"event" => self.event_type = Some(decode_range(self.buffer(src), value)),
+            b"event" => self.event_type = Some(decode_short(&bytes[value_start..])),
             // An id containing NUL is ignored entirely.
             b"id" if memchr::memchr(0, &bytes[value_start..]).is_none() => {
-                self.id_buffer = decode_range(self.buffer(src), value);
+                self.id_buffer = decode_short(&bytes[value_start..]);
                 self.id_changed = true;
             }
             b"retry" => {
@@ -532,7 +533,7 @@ impl Parser {
         };
         let event_type = match event_type {
             Some(name) if !name.is_empty() => name,
-            _ => ByteString::from_static(DEFAULT_EVENT_TYPE),
+            _ => SmolStr::new_static(DEFAULT_EVENT_TYPE),
         };
         Some(Event::from_parts(
             event_type,
@@ -561,6 +562,15 @@ fn push_decoded(text: &mut String, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(valid) => text.push_str(valid),
         Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+/// Decodes a field value that is usually short (an ID, an event type): inline
+/// when it fits, so copies of it cost no reference count.
+fn decode_short(bytes: &[u8]) -> SmolStr {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => SmolStr::new(text),
+        Err(_) => SmolStr::new(String::from_utf8_lossy(bytes)),
     }
 }
 
