@@ -548,6 +548,49 @@ async fn slow_lossless_subscriber_loses_nothing_and_lossy_one_counts_misses() {
 }
 
 #[tokio::test]
+async fn a_full_subscriber_mid_batch_delays_but_never_reorders_or_drops_for_the_others() {
+    let total = 500;
+    let server = Server::always(Reply::sse(vec![send(numbered(0, total)), Step::Stall])).await;
+    let source = fast(server.url("/events")).build().unwrap();
+    let first = source.subscribe();
+    // In the middle: full after every message, so each batch stops there and resumes.
+    let slow = source.subscribe_with(SubscribeOptions::default().capacity(1));
+    let quitter = source.subscribe();
+    // Last: receives the messages themselves, after the others' copies.
+    let last = source.subscribe_with(SubscribeOptions::default().capacity(3));
+    source.start();
+    let read = |mut subscription: everstream::Subscription, pause_every: u64| {
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while ids.len() < total as usize {
+                match subscription.recv().await {
+                    Some(Message::Event(event)) => {
+                        ids.push(event.id().parse::<u64>().unwrap());
+                        if pause_every > 0 && ids.len() as u64 % pause_every == 0 {
+                            tokio::time::sleep(MS).await;
+                        }
+                    }
+                    Some(Message::Missed { .. }) => panic!("a lossless subscriber missed messages"),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            ids
+        })
+    };
+    let readers = [read(first, 0), read(slow, 50), read(last, 0)];
+    // A subscriber that goes away mid-stream is dropped without disturbing the rest.
+    let mut quitter = quitter;
+    collect_until(&mut quitter, event_count(10)).await;
+    drop(quitter);
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), (0..total).collect::<Vec<_>>());
+    }
+    assert_eq!(server.request_count(), 1);
+    source.close().await;
+}
+
+#[tokio::test]
 async fn reconnect_now_drops_the_connection_and_resumes() {
     let server = Server::start(|_, index| match index {
         0 => Reply::sse(vec![send("id: 1\ndata: a\n\n"), Step::Stall]),
