@@ -4,6 +4,7 @@
 //! "Parsing an event stream" and "Interpreting an event stream" rules for every
 //! byte sequence; the only errors it reports are configured limits being exceeded.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -110,16 +111,24 @@ pub enum Frame {
     Retry(Duration),
 }
 
-/// The data buffer of the block being read. `Single` keeps a one-line value as a
-/// slice of the input, so the common one-line event is never copied.
+/// The data buffer of the block being read. Lines of the current input are only
+/// noted, and decoded once at dispatch: a one-line value as a slice of the input,
+/// so the common one-line event is never copied, and several lines joined once,
+/// at exact size.
 #[derive(Debug, Default)]
 enum Data {
     #[default]
     Empty,
+    /// One line: `input[range]`.
+    Line(Range<usize>),
+    /// Several lines of the input, their ranges in [`Parser::lines`].
+    Lines,
+    /// One line that is not (or no longer) in the input: split across chunks,
+    /// or its chunk was dropped before the block ended.
     Single(ByteString),
-    /// Several lines, joined in [`Parser::text`]: each line is validated once, as
-    /// it is appended, and the whole is never validated again.
-    Multi,
+    /// Several lines, not all in the input, joined as they came in
+    /// [`Parser::text`], and validated once at dispatch.
+    Text,
 }
 
 /// The largest joined-data buffer kept for the next multi-line event.
@@ -171,9 +180,11 @@ pub struct Parser {
     skipping_block: bool,
     data: Data,
     data_len: usize,
-    /// The joined lines of `Data::Multi`; kept between the events of a chunk (up
+    /// The value ranges of `Data::Lines`; kept between the events of a chunk.
+    lines: Vec<Range<usize>>,
+    /// The joined lines of `Data::Text`; kept between the events of a chunk (up
     /// to `MAX_RETAINED_TEXT`) so that joining rarely allocates.
-    text: String,
+    text: Vec<u8>,
     event_type: Option<SmolStr>,
     block_retry: Option<Duration>,
     /// The spec's "last event ID buffer": set by `id:`, committed at a blank line.
@@ -186,6 +197,17 @@ pub struct Parser {
     joined: Bytes,
     /// The size to reserve for the next split line: the last one's (capped).
     line_hint: usize,
+}
+
+/// What a line leads to. Small, so that the common `Next` costs nothing to pass on.
+enum Step {
+    /// Nothing to yield yet: read the next line.
+    Next,
+    /// The block ended with data: yield its event ([`Parser::take_event`]).
+    Dispatch,
+    Comment(String),
+    Retry(Duration),
+    Failed(ParseError),
 }
 
 /// Where a line lies.
@@ -228,7 +250,8 @@ impl Parser {
             skipping_block: false,
             data: Data::Empty,
             data_len: 0,
-            text: String::new(),
+            lines: Vec::new(),
+            text: Vec::new(),
             event_type: None,
             block_retry: None,
             id_buffer: SmolStr::default(),
@@ -268,11 +291,15 @@ impl Parser {
     /// Adds a chunk of input. Drain [`next_frame`](Self::next_frame) between calls:
     /// input left unscanned is then copied once to join the new chunk.
     pub fn feed(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.detach_data();
         let rest = &self.input[self.pos..];
         if rest.is_empty() {
             self.input = chunk;
             self.pos = 0;
-        } else if !chunk.is_empty() {
+        } else {
             let mut joined = BytesMut::with_capacity(rest.len() + chunk.len());
             joined.extend_from_slice(rest);
             joined.extend_from_slice(&chunk);
@@ -304,13 +331,19 @@ impl Parser {
                 Ok(line) => line,
                 Err(error) => return Some(Err(error)),
             };
-            let frame = if line.start == line.end {
-                self.dispatch().map(|event| Ok(Frame::Event(event)))
+            let step = if line.start == line.end {
+                self.end_block()
             } else {
                 self.process_field(line)
             };
-            if frame.is_some() {
-                return frame;
+            // Only here is a `Frame` built: a large value moved through every
+            // line's step would cost more than the step itself.
+            match step {
+                Step::Next => {}
+                Step::Dispatch => return Some(Ok(Frame::Event(self.take_event()))),
+                Step::Comment(text) => return Some(Ok(Frame::Comment(text))),
+                Step::Retry(delay) => return Some(Ok(Frame::Retry(delay))),
+                Step::Failed(error) => return Some(Err(error)),
             }
         }
     }
@@ -388,6 +421,7 @@ impl Parser {
 
     /// Keeps the unterminated rest of the input for the next chunk, within the limit.
     fn keep_partial_line(&mut self) -> Option<ParseError> {
+        self.detach_data();
         let input = std::mem::take(&mut self.input);
         let rest = &input[std::mem::take(&mut self.pos)..];
         if rest.is_empty() {
@@ -422,22 +456,22 @@ impl Parser {
     }
 
     /// Interprets a non-blank line.
-    fn process_field(&mut self, line: Line) -> Option<Result<Frame, ParseError>> {
-        let frame = self.interpret_field(line);
+    fn process_field(&mut self, line: Line) -> Step {
+        let step = self.interpret_field(line);
         if let Src::Joined = line.src {
             // Values were sliced out of it; do not keep the rest alive.
             self.joined = Bytes::new();
         }
-        frame
+        step
     }
 
-    fn interpret_field(&mut self, line: Line) -> Option<Result<Frame, ParseError>> {
+    fn interpret_field(&mut self, line: Line) -> Step {
         let Line { src, start, end } = line;
         if end - start > self.limits.max_line_length {
             self.skipping_block = true;
-            return Some(Err(ParseError::LineTooLong {
+            return Step::Failed(ParseError::LineTooLong {
                 limit: self.limits.max_line_length,
-            }));
+            });
         }
         let bytes = &self.buffer(src)[start..end];
         // Most lines are data: name them without a search for the colon.
@@ -455,11 +489,9 @@ impl Parser {
         let value = start + value_start..end;
         match &bytes[..name_end] {
             b"" => {
-                return Some(Ok(Frame::Comment(
-                    String::from_utf8_lossy(&bytes[value_start..]).into_owned(),
-                )));
+                return Step::Comment(String::from_utf8_lossy(&bytes[value_start..]).into_owned());
             }
-            b"data" => return self.append_data(src, value).err().map(Err),
+            b"data" => return self.append_data(src, value),
             b"event" => self.event_type = Some(decode_short(&bytes[value_start..])),
             // An id containing NUL is ignored entirely.
             b"id" if memchr::memchr(0, &bytes[value_start..]).is_none() => {
@@ -470,77 +502,139 @@ impl Parser {
                 if let Some(millis) = parse_retry(&bytes[value_start..]) {
                     let delay = Duration::from_millis(millis);
                     self.block_retry = Some(delay);
-                    return Some(Ok(Frame::Retry(delay)));
+                    return Step::Retry(delay);
                 }
             }
             _ => {}
         }
-        None
+        Step::Next
     }
 
-    fn append_data(&mut self, src: Src, value: std::ops::Range<usize>) -> Result<(), ParseError> {
+    fn append_data(&mut self, src: Src, value: Range<usize>) -> Step {
         if self.skipping_block {
-            return Ok(());
+            return Step::Next;
         }
         self.data_len += value.len() + 1;
         if self.data_len > self.limits.max_event_size {
-            self.data = Data::Empty;
-            self.text.clear();
+            self.clear_data();
             self.skipping_block = true;
-            return Err(ParseError::EventTooLarge {
+            return Step::Failed(ParseError::EventTooLarge {
                 limit: self.limits.max_event_size,
             });
         }
-        // Not `self.buffer(src)`: `self.text` is written while this is borrowed.
-        let buffer = match src {
-            Src::Input => &self.input,
-            Src::Joined => &self.joined,
-        };
-        match std::mem::replace(&mut self.data, Data::Multi) {
-            Data::Empty => self.data = Data::Single(decode_range(buffer, value)),
-            Data::Single(first) => {
-                self.text.reserve(first.len() + 1 + value.len());
-                self.text.push_str(&first);
-                self.text.push('\n');
-                push_decoded(&mut self.text, &buffer[value]);
+        match (src, &self.data) {
+            (Src::Input, Data::Empty) => self.data = Data::Line(value),
+            (Src::Input, Data::Line(first)) => {
+                let first = first.clone();
+                self.lines.extend([first, value]);
+                self.data = Data::Lines;
             }
-            Data::Multi => {
-                self.text.push('\n');
-                push_decoded(&mut self.text, &buffer[value]);
+            (Src::Input, Data::Lines) => self.lines.push(value),
+            (Src::Joined, Data::Empty) => {
+                self.data = Data::Single(decode_range(&self.joined, value));
+            }
+            _ => {
+                self.move_data_to_text();
+                self.text.push(b'\n');
+                // Not `self.buffer(src)`: `self.text` is written while this is borrowed.
+                let buffer = match src {
+                    Src::Input => &self.input,
+                    Src::Joined => &self.joined,
+                };
+                self.text.extend_from_slice(&buffer[value]);
             }
         }
-        Ok(())
+        Step::Next
     }
 
-    /// A blank line: commit the last event ID and dispatch the block, if it has data.
-    fn dispatch(&mut self) -> Option<Event> {
+    /// Makes the data `Data::Text`, for a line that is not in the input.
+    fn move_data_to_text(&mut self) {
+        match std::mem::take(&mut self.data) {
+            Data::Empty => return,
+            Data::Line(range) => self.text.extend_from_slice(&self.input[range]),
+            Data::Lines => {
+                join_ranges(&mut self.text, &self.input, &self.lines);
+                self.lines.clear();
+            }
+            Data::Single(first) => self.text.extend_from_slice(first.as_bytes()),
+            Data::Text => {}
+        }
+        self.data = Data::Text;
+    }
+
+    /// The input is about to be dropped: the data that lies in it moves out, and
+    /// the buffers kept for the events of this chunk are released.
+    fn detach_data(&mut self) {
+        match &self.data {
+            Data::Line(range) => {
+                self.data = Data::Single(decode_range(&self.input, range.clone()));
+            }
+            Data::Lines => self.move_data_to_text(),
+            _ => {}
+        }
+        self.lines = Vec::new();
+        if !matches!(self.data, Data::Text) {
+            self.text = Vec::new();
+        }
+    }
+
+    fn clear_data(&mut self) {
+        self.data = Data::Empty;
+        self.lines.clear();
+        self.text.clear();
+    }
+
+    /// A blank line: commits the last event ID, and dispatches the block if it has
+    /// data; otherwise the block is discarded here.
+    fn end_block(&mut self) -> Step {
         if std::mem::take(&mut self.id_changed) {
             self.last_event_id = self.id_buffer.clone();
         }
-        let data = std::mem::take(&mut self.data);
-        let event_type = self.event_type.take();
-        let retry = self.block_retry.take();
-        let skipped = std::mem::take(&mut self.skipping_block);
-        self.data_len = 0;
-        let data = match data {
-            _ if skipped => {
-                self.text.clear();
-                return None;
-            }
-            Data::Empty => return None,
+        if matches!(self.data, Data::Empty) || self.skipping_block {
+            self.clear_data();
+            self.data_len = 0;
+            self.event_type = None;
+            self.block_retry = None;
+            self.skipping_block = false;
+            return Step::Next;
+        }
+        Step::Dispatch
+    }
+
+    /// The event of the block that `end_block` dispatched; the block is reset.
+    fn take_event(&mut self) -> Event {
+        let data_len = std::mem::take(&mut self.data_len);
+        let data = match std::mem::take(&mut self.data) {
+            Data::Empty => ByteString::new(),
+            Data::Line(range) => decode_range(&self.input, range),
+            Data::Lines => self.join_lines(data_len - 1),
             Data::Single(data) => data,
-            Data::Multi => self.take_text(),
+            Data::Text => self.take_text(),
         };
-        let event_type = match event_type {
+        let event_type = match self.event_type.take() {
             Some(name) if !name.is_empty() => name,
             _ => SmolStr::new_static(DEFAULT_EVENT_TYPE),
         };
-        Some(Event::from_parts(
+        Event::from_parts(
             event_type,
             data,
             self.last_event_id.clone(),
-            retry,
-        ))
+            self.block_retry.take(),
+        )
+    }
+
+    /// The lines of `Data::Lines` joined into one allocation of the exact size,
+    /// `len` (each line counted its value and a newline; the last has none).
+    /// The list of lines is kept for the next event of this chunk.
+    fn join_lines(&mut self, len: usize) -> ByteString {
+        let mut joined = Vec::with_capacity(len);
+        join_ranges(&mut joined, &self.input, &self.lines);
+        if self.pos == self.input.len() {
+            self.lines = Vec::new();
+        } else {
+            self.lines.clear();
+        }
+        decode_vec(joined)
     }
 
     /// The joined data, as an exact-size copy so the buffer is reused by the
@@ -549,19 +643,38 @@ impl Parser {
     /// no buffer.
     fn take_text(&mut self) -> ByteString {
         if self.pos == self.input.len() || self.text.capacity() > MAX_RETAINED_TEXT {
-            return ByteString::from(std::mem::take(&mut self.text));
+            return decode_vec(std::mem::take(&mut self.text));
         }
-        let data = ByteString::from(self.text.as_str());
+        let data = match std::str::from_utf8(&self.text) {
+            Ok(text) => ByteString::from(text),
+            Err(_) => ByteString::from(String::from_utf8_lossy(&self.text).into_owned()),
+        };
         self.text.clear();
         data
     }
 }
 
-/// Appends `bytes` UTF-8 decoded, with U+FFFD for each invalid sequence.
-fn push_decoded(text: &mut String, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(valid) => text.push_str(valid),
-        Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+/// Appends `input[range]` for each range, separated by newlines.
+fn join_ranges(joined: &mut Vec<u8>, input: &[u8], ranges: &[Range<usize>]) {
+    let Some((first, rest)) = ranges.split_first() else {
+        return;
+    };
+    joined.extend_from_slice(&input[first.clone()]);
+    for range in rest {
+        joined.push(b'\n');
+        joined.extend_from_slice(&input[range.clone()]);
+    }
+}
+
+/// Decodes `bytes` with U+FFFD for each invalid sequence, without copying when
+/// they are valid.
+///
+/// Decoding joined lines gives the same text as joining decoded lines: the
+/// newlines between them are ASCII, which always ends an invalid sequence.
+fn decode_vec(bytes: Vec<u8>) -> ByteString {
+    match String::from_utf8(bytes) {
+        Ok(text) => ByteString::from(text),
+        Err(error) => ByteString::from(String::from_utf8_lossy(error.as_bytes()).into_owned()),
     }
 }
 
@@ -579,7 +692,7 @@ fn decode_short(bytes: &[u8]) -> SmolStr {
 ///
 /// Decoding per field value gives the same text as decoding the whole stream
 /// first: values are delimited by ASCII bytes, which always end an invalid sequence.
-fn decode_range(buffer: &Bytes, range: std::ops::Range<usize>) -> ByteString {
+fn decode_range(buffer: &Bytes, range: Range<usize>) -> ByteString {
     match ByteString::try_from(buffer.slice(range.clone())) {
         Ok(text) => text,
         Err(_) => ByteString::from(String::from_utf8_lossy(&buffer[range]).into_owned()),
@@ -588,11 +701,28 @@ fn decode_range(buffer: &Bytes, range: std::ops::Range<usize>) -> ByteString {
 
 /// The first CR or LF.
 fn find_line_end(input: &[u8]) -> Option<usize> {
-    // Every event ends with a blank line: answer that one without a memchr call.
-    match input.first() {
-        Some(b'\n' | b'\r') => Some(0),
-        _ => memchr::memchr2(b'\n', b'\r', input),
+    // Every event ends with a blank line: answer that one without a search.
+    if let Some(b'\n' | b'\r') = input.first() {
+        return Some(0);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = avx2_line_ends() {
+        return avx2.find(input);
+    }
+    memchr::memchr2(b'\n', b'\r', input)
+}
+
+/// memchr's AVX2 searcher for CR and LF, when the CPU has AVX2. Called directly,
+/// it spares the CPU feature dispatch and the needle setup that
+/// `memchr::memchr2` repeats for every line; held once per process, it costs
+/// no memory per parser.
+#[cfg(target_arch = "x86_64")]
+fn avx2_line_ends() -> Option<&'static memchr::arch::x86_64::avx2::memchr::Two> {
+    static SEARCHER: std::sync::OnceLock<Option<memchr::arch::x86_64::avx2::memchr::Two>> =
+        std::sync::OnceLock::new();
+    SEARCHER
+        .get_or_init(|| memchr::arch::x86_64::avx2::memchr::Two::new(b'\n', b'\r'))
+        .as_ref()
 }
 
 /// A `retry:` value counts only if it is one or more ASCII digits. Values beyond

@@ -566,7 +566,7 @@ async fn a_full_subscriber_mid_batch_delays_but_never_reorders_or_drops_for_the_
                 match subscription.recv().await {
                     Some(Message::Event(event)) => {
                         ids.push(event.id().parse::<u64>().unwrap());
-                        if pause_every > 0 && ids.len() as u64 % pause_every == 0 {
+                        if pause_every > 0 && (ids.len() as u64).is_multiple_of(pause_every) {
                             tokio::time::sleep(MS).await;
                         }
                     }

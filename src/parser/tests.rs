@@ -358,11 +358,30 @@ fn multi_line_buffer_is_reused_within_a_chunk_and_released_at_its_end() {
         panic!("no event");
     };
     assert_eq!(first.data(), "a\nb");
-    assert!(parser.text.capacity() > 0, "kept for the next event");
+    assert!(parser.lines.capacity() > 0, "kept for the next event");
     let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
         panic!("no event");
     };
     assert_eq!(second.data(), "c\nd");
+    assert_eq!(parser.lines.capacity(), 0, "an idle parser holds no buffer");
+}
+
+#[test]
+fn joined_text_of_split_lines_is_reused_within_a_chunk_and_released_at_its_end() {
+    let mut parser = Parser::new();
+    parser.feed(Bytes::from_static(b"data: a\ndata: "));
+    assert!(parser.next_frame().is_none());
+    parser.feed(Bytes::from_static(b"b\n\ndata: c\n\n"));
+    let Some(Ok(Frame::Event(first))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(first.data(), "a\nb");
+    assert!(parser.text.capacity() > 0, "kept for the next event");
+    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(second.data(), "c");
+    assert!(parser.next_frame().is_none());
     assert_eq!(parser.text.capacity(), 0, "an idle parser holds no buffer");
 }
 
@@ -426,4 +445,23 @@ fn oversized_event_is_reported_once_and_skipped_but_keeps_its_id() {
         ),
         vec![Out::Size(10), ev("message", "ok", "1")]
     );
+}
+
+#[test]
+fn feeding_before_draining_keeps_the_data_noted_so_far() {
+    // The comment returns while data lines of the input are only noted; the
+    // next chunk then replaces that input.
+    for (first, data) in [
+        (&b"data: a\n:c\n"[..], "a\nb"),
+        (&b"data: a\ndata: \xFFz\n:c\n"[..], "a\n\u{FFFD}z\nb"),
+    ] {
+        let mut parser = Parser::new();
+        parser.feed(Bytes::copy_from_slice(first));
+        assert!(matches!(parser.next_frame(), Some(Ok(Frame::Comment(_)))));
+        parser.feed(Bytes::from_static(b"data: b\n"));
+        parser.feed(Bytes::from_static(b"\n"));
+        let mut out = Vec::new();
+        drain(&mut parser, &mut out);
+        assert_eq!(out, vec![ev("message", data, "")]);
+    }
 }
