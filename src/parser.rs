@@ -134,6 +134,12 @@ enum Data {
 /// The largest joined-data buffer kept for the next multi-line event.
 const MAX_RETAINED_TEXT: usize = 64 << 10;
 
+/// The most data lines of one event noted as ranges. Past this, the event is
+/// joined as it arrives: a range costs 16 bytes however short its line is, so
+/// an event of many empty lines would otherwise cost up to 16 times
+/// [`Limits::max_event_size`].
+const MAX_NOTED_LINES: usize = 1024;
+
 /// A sans-IO parser for `text/event-stream` bodies.
 ///
 /// Feed it chunks of any size with [`feed`](Self::feed), drain the frames with
@@ -529,7 +535,9 @@ impl Parser {
                 self.lines.extend([first, value]);
                 self.data = Data::Lines;
             }
-            (Src::Input, Data::Lines) => self.lines.push(value),
+            (Src::Input, Data::Lines) if self.lines.len() < MAX_NOTED_LINES => {
+                self.lines.push(value);
+            }
             (Src::Joined, Data::Empty) => {
                 self.data = Data::Single(decode_range(&self.joined, value));
             }

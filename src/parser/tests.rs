@@ -386,6 +386,28 @@ fn joined_text_of_split_lines_is_reused_within_a_chunk_and_released_at_its_end()
 }
 
 #[test]
+fn an_event_of_many_lines_is_joined_as_it_arrives_so_its_line_list_stays_small() {
+    let lines = 5000;
+    let mut input = "data: x\n".repeat(lines);
+    input.push('\n');
+    let mut parser = Parser::new();
+    parser.feed(Bytes::from(input.clone() + &input));
+    let Some(Ok(Frame::Event(event))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(event.data(), vec!["x"; lines].join("\n"));
+    assert!(
+        parser.lines.capacity() <= 2 * MAX_NOTED_LINES,
+        "{}",
+        parser.lines.capacity()
+    );
+    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
+        panic!("no event");
+    };
+    assert_eq!(second.data(), event.data());
+}
+
+#[test]
 fn over_long_line_is_reported_once_skipped_and_parsing_resumes() {
     let limits = Limits::default().max_line_length(8);
     let long: &[&[u8]] = &[
