@@ -529,14 +529,12 @@ impl Parser {
             });
         }
         match (src, &self.data) {
+            // Lines that follow are looked for from the second on: most events
+            // have one line, which the look would only slow down.
             (Src::Input, Data::Empty) => self.data = Data::Line(value),
-            (Src::Input, Data::Line(first)) => {
-                let first = first.clone();
-                self.lines.extend([first, value]);
-                self.data = Data::Lines;
-            }
-            (Src::Input, Data::Lines) if self.lines.len() < MAX_NOTED_LINES => {
-                self.lines.push(value);
+            (Src::Input, Data::Line(_) | Data::Lines) if self.lines.len() < MAX_NOTED_LINES => {
+                self.note_line(value);
+                self.note_following_data_lines();
             }
             (Src::Joined, Data::Empty) => {
                 self.data = Data::Single(decode_range(&self.joined, value));
@@ -553,6 +551,67 @@ impl Parser {
             }
         }
         Step::Next
+    }
+
+    /// Notes the `data:` lines that follow in the input, if any: the lines of
+    /// a multi-line event skip the general per-line path.
+    fn note_following_data_lines(&mut self) {
+        // The first byte alone tells most other lines apart, blank lines first.
+        if self.input.get(self.pos) == Some(&b'd') {
+            self.note_data_lines();
+        }
+    }
+
+    /// Notes `data:` lines of the input for as long as they lie whole in it,
+    /// following a line noted in it: none of the general per-line checks can
+    /// apply (no BOM, split or over-long line is pending, the block is not
+    /// skipped; after a CR at the end of the input nothing is left to read).
+    /// A line near a limit is left to the general path.
+    #[inline(never)]
+    fn note_data_lines(&mut self) {
+        let search_line_end = line_end_search();
+        while let Some(rest) = self.input[self.pos..].strip_prefix(b"data:") {
+            // A data line is seldom empty: no shortcut for a blank one.
+            let Some(len) = search_line_end(rest) else {
+                return;
+            };
+            let start = self.pos + b"data:".len();
+            let end = start + len;
+            let value = start + usize::from(rest[0] == b' ')..end;
+            let data_len = self.data_len + value.len() + 1;
+            if end - self.pos > self.limits.max_line_length
+                || data_len > self.limits.max_event_size
+                || self.lines.len() >= MAX_NOTED_LINES
+            {
+                return;
+            }
+            self.data_len = data_len;
+            self.note_line(value);
+            self.pos = self.after_line_end(end);
+        }
+    }
+
+    /// Adds a line of the input to data that lies in it.
+    fn note_line(&mut self, value: Range<usize>) {
+        if let Data::Line(first) = &self.data {
+            let first = first.clone();
+            self.lines.push(first);
+            self.data = Data::Lines;
+        }
+        self.lines.push(value);
+    }
+
+    /// Where the line ending at `input[end]` (a CR or LF) is followed; a CR at
+    /// the end of the input leaves a LF to skip in the next chunk.
+    fn after_line_end(&mut self, end: usize) -> usize {
+        if self.input[end] == b'\r' {
+            match self.input.get(end + 1) {
+                Some(b'\n') => return end + 2,
+                Some(_) => {}
+                None => self.skip_lf = true,
+            }
+        }
+        end + 1
     }
 
     /// Makes the data `Data::Text`, for a line that is not in the input.
@@ -708,16 +767,28 @@ fn decode_range(buffer: &Bytes, range: Range<usize>) -> ByteString {
 }
 
 /// The first CR or LF.
+#[inline(always)]
 fn find_line_end(input: &[u8]) -> Option<usize> {
     // Every event ends with a blank line: answer that one without a search.
     if let Some(b'\n' | b'\r') = input.first() {
         return Some(0);
     }
+    line_end_search()(input)
+}
+
+/// A search for the first CR or LF. Taken once before a loop, it spares the
+/// loop the check that the searcher is set up.
+#[inline(always)]
+fn line_end_search() -> impl Fn(&[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(avx2) = avx2_line_ends() {
-        return avx2.find(input);
+    let avx2 = avx2_line_ends();
+    move |input| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = avx2 {
+            return avx2.find(input);
+        }
+        memchr::memchr2(b'\n', b'\r', input)
     }
-    memchr::memchr2(b'\n', b'\r', input)
 }
 
 /// memchr's AVX2 searcher for CR and LF, when the CPU has AVX2. Called directly,

@@ -487,3 +487,27 @@ fn feeding_before_draining_keeps_the_data_noted_so_far() {
         assert_eq!(out, vec![ev("message", data, "")]);
     }
 }
+
+#[test]
+fn data_lines_that_follow_one_another_keep_every_rule() {
+    // Over the line limit right after another data line of the same chunk.
+    assert_eq!(
+        parse_chunks_with(
+            Limits::default().max_line_length(8),
+            &[b"data: a\ndata: 0123456789\n\ndata: ok\n\n"]
+        ),
+        vec![Out::Line(8), ev("message", "ok", "")]
+    );
+    // Lone CRs, and a CRLF split after its CR, between data lines.
+    assert_eq!(
+        parse(b"data: a\rdata: b\r\rdata: c\n\n"),
+        vec![ev("message", "a\nb", ""), ev("message", "c", "")]
+    );
+    assert_eq!(
+        parse_chunks_with(
+            Limits::default(),
+            &[b"data: a\r\ndata: b\r", b"\ndata: c\rdata: d\r\n\r\n"]
+        ),
+        vec![ev("message", "a\nb\nc\nd", "")]
+    );
+}
