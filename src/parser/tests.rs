@@ -46,6 +46,14 @@ fn parse_chunks_with(limits: Limits, chunks: &[&[u8]]) -> Vec<Out> {
 
 /// Parses `input` whole, then split at every single point, then byte by byte, and
 /// checks that all agree before returning the frames.
+/// The next frame, which must be an event.
+fn next_event(parser: &mut Parser) -> Event {
+    match parser.next_frame() {
+        Some(Ok(Frame::Event(event))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
 fn parse(input: &[u8]) -> Vec<Out> {
     let whole = parse_chunks_with(Limits::default(), &[input]);
     for split in 0..=input.len() {
@@ -342,9 +350,7 @@ fn single_line_data_is_not_copied() {
     let input = Bytes::from_static(b"data: zero-copy\n\n");
     let mut parser = Parser::new();
     parser.feed(input.clone());
-    let Some(Ok(Frame::Event(event))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let event = next_event(&mut parser);
     assert_eq!(event.data().as_ptr(), input[6..].as_ptr());
 }
 
@@ -354,14 +360,10 @@ fn multi_line_buffer_is_reused_within_a_chunk_and_released_at_its_end() {
     parser.feed(Bytes::from_static(
         b"data: a\ndata: b\n\ndata: c\ndata: d\n\n",
     ));
-    let Some(Ok(Frame::Event(first))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let first = next_event(&mut parser);
     assert_eq!(first.data(), "a\nb");
     assert!(parser.lines.capacity() > 0, "kept for the next event");
-    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let second = next_event(&mut parser);
     assert_eq!(second.data(), "c\nd");
     assert_eq!(parser.lines.capacity(), 0, "an idle parser holds no buffer");
 }
@@ -372,14 +374,10 @@ fn joined_text_of_split_lines_is_reused_within_a_chunk_and_released_at_its_end()
     parser.feed(Bytes::from_static(b"data: a\ndata: "));
     assert!(parser.next_frame().is_none());
     parser.feed(Bytes::from_static(b"b\n\ndata: c\n\n"));
-    let Some(Ok(Frame::Event(first))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let first = next_event(&mut parser);
     assert_eq!(first.data(), "a\nb");
     assert!(parser.text.capacity() > 0, "kept for the next event");
-    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let second = next_event(&mut parser);
     assert_eq!(second.data(), "c");
     assert!(parser.next_frame().is_none());
     assert_eq!(parser.text.capacity(), 0, "an idle parser holds no buffer");
@@ -392,18 +390,14 @@ fn an_event_of_many_lines_is_joined_as_it_arrives_so_its_line_list_stays_small()
     input.push('\n');
     let mut parser = Parser::new();
     parser.feed(Bytes::from(input.clone() + &input));
-    let Some(Ok(Frame::Event(event))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let event = next_event(&mut parser);
     assert_eq!(event.data(), vec!["x"; lines].join("\n"));
     assert!(
         parser.lines.capacity() <= 2 * MAX_NOTED_LINES,
         "{}",
         parser.lines.capacity()
     );
-    let Some(Ok(Frame::Event(second))) = parser.next_frame() else {
-        panic!("no event");
-    };
+    let second = next_event(&mut parser);
     assert_eq!(second.data(), event.data());
 }
 
