@@ -372,14 +372,7 @@ impl Parser {
                 return self.keep_partial_line().map(Err);
             };
             let end = start + len;
-            self.pos = end + 1;
-            if self.input[end] == b'\r' {
-                match self.input.get(end + 1) {
-                    Some(b'\n') => self.pos += 1,
-                    Some(_) => {}
-                    None => self.skip_lf = true,
-                }
-            }
+            self.pos = self.after_line_end(end);
             if self.overlong_line > 0 {
                 self.overlong_line = 0;
                 continue;
