@@ -705,10 +705,8 @@ impl Parser {
         if self.pos == self.input.len() || self.text.capacity() > MAX_RETAINED_TEXT {
             return decode_vec(std::mem::take(&mut self.text));
         }
-        let data = match std::str::from_utf8(&self.text) {
-            Ok(text) => ByteString::from(text),
-            Err(_) => ByteString::from(String::from_utf8_lossy(&self.text).into_owned()),
-        };
+        // A clone is allocated at exactly the text's length.
+        let data = decode_vec(self.text.clone());
         self.text.clear();
         data
     }
