@@ -107,6 +107,7 @@ impl Sender {
         queue.messages.reserve((batch.len() - *next).min(room));
         for message in &mut batch[*next..] {
             if !self.comments && matches!(message, Message::Comment(_)) {
+                // Not wanted: passed over, neither delivered nor missed.
             } else if room > 0 {
                 room -= 1;
                 queue.messages.push_back(if take {
@@ -127,9 +128,7 @@ impl Sender {
             None
         };
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
         Ok(())
     }
 
@@ -154,9 +153,7 @@ impl Drop for Sender {
         queue.sender_alive = false;
         let waker = queue.receiver_waker.take();
         drop(queue);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
     }
 }
 
@@ -189,9 +186,7 @@ impl Receiver {
             std::mem::swap(&mut queue.messages, &mut self.taken);
             let waker = queue.sender_waker.take();
             drop(queue);
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            wake(waker);
         }
         let message = self.taken.pop_front();
         if self.taken.is_empty() {
@@ -212,9 +207,15 @@ impl Drop for Receiver {
         drop(queue);
         // Dropped outside the lock: a message's drop runs arbitrary code.
         drop(messages);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake(waker);
+    }
+}
+
+/// Wakes the other end, if it waits. Called with the lock released, so the
+/// woken task never finds it held.
+fn wake(waker: Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 
