@@ -1,8 +1,9 @@
 //! One subscriber's bounded queue. The supervisor pushes a batch of messages
 //! under one lock and wakes the subscription once; the subscription takes
-//! everything queued under one lock and then reads its own copy. Per message
-//! that is a move, where a general-purpose channel pays several atomic
-//! operations and a wake-up.
+//! everything queued under one lock and then reads its own copy. The last
+//! subscriber is usually handed the batch itself: per message that is one move,
+//! out of the batch at the receiving end, where a general-purpose channel pays
+//! several atomic operations and a wake-up.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,7 +18,11 @@ pub(crate) struct Gone;
 
 #[derive(Debug)]
 struct Queue {
-    messages: VecDeque<Message>,
+    /// Delivered batches in order, none empty: whole batches handed over, or
+    /// the part of a batch that was delivered.
+    batches: VecDeque<Vec<Message>>,
+    /// The messages in `batches`.
+    len: usize,
     /// Messages dropped for a lossy subscriber and not reported yet.
     missed: u64,
     receiver_waker: Option<Waker>,
@@ -43,7 +48,8 @@ pub(crate) fn mailbox(options: SubscribeOptions) -> (Sender, Receiver) {
     let mailbox = Arc::new(Mailbox {
         capacity: options.capacity.max(1),
         queue: Mutex::new(Queue {
-            messages: VecDeque::new(),
+            batches: VecDeque::new(),
+            len: 0,
             missed: 0,
             receiver_waker: None,
             sender_waker: None,
@@ -59,6 +65,7 @@ pub(crate) fn mailbox(options: SubscribeOptions) -> (Sender, Receiver) {
         },
         Receiver {
             mailbox,
+            reading: Vec::new().into_iter(),
             taken: VecDeque::new(),
         },
     )
@@ -84,11 +91,12 @@ impl Sender {
     /// subscriber: a lossy one counts what does not fit as missed, and the
     /// count is queued ahead of the next message that fits.
     ///
-    /// With `take`, messages are moved out of `batch` (a cheap placeholder is
-    /// left behind); otherwise they are cloned.
+    /// With `take`, messages are moved out of `batch`: the whole batch, which
+    /// is left empty, when all of it fits and is wanted; otherwise each one,
+    /// leaving a cheap placeholder. Without, they are cloned.
     pub(crate) fn push(
         &self,
-        batch: &mut [Message],
+        batch: &mut Vec<Message>,
         next: &mut usize,
         take: bool,
     ) -> Result<(), Gone> {
@@ -96,33 +104,45 @@ impl Sender {
         if !queue.receiver_alive {
             return Err(Gone);
         }
-        let before = queue.messages.len();
-        let mut room = self.mailbox.capacity.saturating_sub(before);
+        let before = queue.len;
+        let mut room = self.mailbox.capacity.saturating_sub(queue.len);
         if self.lossy && queue.missed > 0 && room > 0 && *next < batch.len() {
             let count = std::mem::take(&mut queue.missed);
-            queue.messages.push_back(Message::Missed { count });
+            queue.batches.push_back(vec![Message::Missed { count }]);
+            queue.len += 1;
             room -= 1;
         }
-        // One allocation for the batch, rather than doubling up to it.
-        queue.messages.reserve((batch.len() - *next).min(room));
-        for message in &mut batch[*next..] {
-            if !self.comments && matches!(message, Message::Comment(_)) {
-                // Not wanted: passed over, neither delivered nor missed.
-            } else if room > 0 {
-                room -= 1;
-                queue.messages.push_back(if take {
-                    std::mem::replace(message, Message::Connecting { attempt: 0 })
+        let rest = batch.len() - *next;
+        if take && *next == 0 && rest > 0 && rest <= room && self.wants_all(batch) {
+            // The common case: the batch itself, not a message moved.
+            *next = rest;
+            queue.len += rest;
+            queue.batches.push_back(std::mem::take(batch));
+        } else {
+            let mut delivered = Vec::with_capacity(rest.min(room));
+            for message in &mut batch[*next..] {
+                if !self.comments && matches!(message, Message::Comment(_)) {
+                    // Not wanted: passed over, neither delivered nor missed.
+                } else if room > 0 {
+                    room -= 1;
+                    delivered.push(if take {
+                        std::mem::replace(message, Message::Connecting { attempt: 0 })
+                    } else {
+                        message.clone()
+                    });
+                } else if self.lossy {
+                    queue.missed += 1;
                 } else {
-                    message.clone()
-                });
-            } else if self.lossy {
-                queue.missed += 1;
-            } else {
-                break;
+                    break;
+                }
+                *next += 1;
             }
-            *next += 1;
+            if !delivered.is_empty() {
+                queue.len += delivered.len();
+                queue.batches.push_back(delivered);
+            }
         }
-        let waker = if queue.messages.len() > before {
+        let waker = if queue.len > before {
             queue.receiver_waker.take()
         } else {
             None
@@ -132,6 +152,14 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether every message of `batch` is for this subscriber.
+    fn wants_all(&self, batch: &[Message]) -> bool {
+        self.comments
+            || !batch
+                .iter()
+                .any(|message| matches!(message, Message::Comment(_)))
+    }
+
     /// Ready when the queue has room again, or with `Gone` when the
     /// subscription was dropped.
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
@@ -139,7 +167,7 @@ impl Sender {
         if !queue.receiver_alive {
             return Poll::Ready(Err(Gone));
         }
-        if queue.messages.len() < self.mailbox.capacity {
+        if queue.len < self.mailbox.capacity {
             return Poll::Ready(Ok(()));
         }
         register(&mut queue.sender_waker, cx);
@@ -161,48 +189,77 @@ impl Drop for Sender {
 #[derive(Debug)]
 pub(crate) struct Receiver {
     mailbox: Arc<Mailbox>,
-    /// Messages already taken from the queue, in order: read without locking.
-    taken: VecDeque<Message>,
+    /// The batch being read; batches already taken from the queue follow in
+    /// `taken`. Both are read without locking.
+    reading: std::vec::IntoIter<Message>,
+    taken: VecDeque<Vec<Message>>,
 }
 
 impl Receiver {
     /// The next message; `None` once the sender is gone and everything is read.
     /// Messages counted as missed are reported after those queued before them.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        if self.reading.len() == 0 {
+            let Some(batch) = self.take_batch(cx) else {
+                return Poll::Pending;
+            };
+            match batch {
+                Taken::Batch(batch) => self.reading = batch.into_iter(),
+                Taken::Missed(count) => return Poll::Ready(Some(Message::Missed { count })),
+                Taken::Closed => return Poll::Ready(None),
+            }
+        }
+        let message = self.reading.next();
+        if self.reading.len() == 0 {
+            // Read through: release the batch now, so an idle subscription
+            // holds no slots.
+            self.reading = Vec::new().into_iter();
+        }
+        Poll::Ready(message)
+    }
+
+    /// The next batch to read: from those taken, or else everything queued,
+    /// taken under one lock. `None` when there is nothing yet.
+    fn take_batch(&mut self, cx: &Context<'_>) -> Option<Taken> {
         if self.taken.is_empty() {
             let mut queue = self.mailbox.lock();
-            if queue.messages.is_empty() {
+            if queue.batches.is_empty() {
                 if queue.missed > 0 {
-                    let count = std::mem::take(&mut queue.missed);
-                    return Poll::Ready(Some(Message::Missed { count }));
+                    return Some(Taken::Missed(std::mem::take(&mut queue.missed)));
                 }
                 if !queue.sender_alive {
-                    return Poll::Ready(None);
+                    return Some(Taken::Closed);
                 }
                 register(&mut queue.receiver_waker, cx);
-                return Poll::Pending;
+                return None;
             }
             // Take the whole queue at once; the sender starts a new one.
-            std::mem::swap(&mut queue.messages, &mut self.taken);
+            std::mem::swap(&mut queue.batches, &mut self.taken);
+            queue.len = 0;
             let waker = queue.sender_waker.take();
             drop(queue);
             wake(waker);
         }
-        let message = self.taken.pop_front();
+        let batch = self.taken.pop_front().map(Taken::Batch);
         if self.taken.is_empty() {
-            // Read through: release the buffer, so an idle subscription holds no
-            // slots. The next batch reserves its size in one allocation.
             self.taken = VecDeque::new();
         }
-        Poll::Ready(message)
+        batch
     }
+}
+
+/// What the receiver found to read.
+enum Taken {
+    Batch(Vec<Message>),
+    Missed(u64),
+    Closed,
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         let mut queue = self.mailbox.lock();
         queue.receiver_alive = false;
-        let messages = std::mem::take(&mut queue.messages);
+        let messages = std::mem::take(&mut queue.batches);
         let waker = queue.sender_waker.take();
         drop(queue);
         // Dropped outside the lock: a message's drop runs arbitrary code.
@@ -261,7 +318,7 @@ mod tests {
     }
 
     /// Pushes the whole batch once; returns how far it got.
-    fn push(sender: &Sender, batch: &mut [Message], take: bool) -> usize {
+    fn push(sender: &Sender, batch: &mut Vec<Message>, take: bool) -> usize {
         let mut next = 0;
         sender.push(batch, &mut next, take).unwrap();
         next
@@ -317,16 +374,29 @@ mod tests {
     }
 
     #[test]
-    fn clones_leave_the_batch_whole_and_takes_leave_placeholders() {
+    fn clones_leave_the_batch_whole_and_a_take_hands_it_over() {
         let (sender, mut receiver) = mailbox(options(8, SlowSubscriber::Wait));
         let waker = Arc::new(CountingWaker::default());
         let mut batch = numbered(1..3);
         push(&sender, &mut batch, false);
         assert_eq!(drain(&mut receiver, &waker), [1, 2]);
         assert!(matches!(batch[1], Message::Connecting { attempt: 2 }));
+        let allocation = batch.as_ptr();
         push(&sender, &mut batch, true);
+        assert_eq!(batch.capacity(), 0, "handed over");
+        assert_eq!(receiver.mailbox.lock().batches[0].as_ptr(), allocation);
         assert_eq!(drain(&mut receiver, &waker), [1, 2]);
-        assert!(matches!(batch[1], Message::Connecting { attempt: 0 }));
+    }
+
+    #[test]
+    fn a_take_of_part_of_a_batch_leaves_placeholders() {
+        let (sender, mut receiver) = mailbox(options(1, SlowSubscriber::Wait));
+        let waker = Arc::new(CountingWaker::default());
+        let mut batch = numbered(1..3);
+        assert_eq!(push(&sender, &mut batch, true), 1, "one fits");
+        assert!(matches!(batch[0], Message::Connecting { attempt: 0 }));
+        assert!(matches!(batch[1], Message::Connecting { attempt: 2 }));
+        assert_eq!(drain(&mut receiver, &waker), [1]);
     }
 
     #[test]
@@ -377,12 +447,20 @@ mod tests {
     fn a_read_through_receiver_holds_no_buffer() {
         let (sender, mut receiver) = mailbox(options(1024, SlowSubscriber::Wait));
         let waker = Arc::new(CountingWaker::default());
-        push(&sender, &mut numbered(0..500), true);
+        for start in (0..500).step_by(100) {
+            push(&sender, &mut numbered(start..start + 100), true);
+        }
         assert_eq!(recv(&mut receiver, &waker), Poll::Ready(Some(0)));
-        assert!(receiver.taken.capacity() >= 499);
+        assert_eq!(receiver.reading.len(), 99);
+        assert_eq!(receiver.taken.len(), 4);
         assert_eq!(drain(&mut receiver, &waker).len(), 499);
+        // An `IntoIter` of `Vec::new()` points at a dangling address: no allocation.
+        let unallocated = std::ptr::NonNull::<Message>::dangling()
+            .as_ptr()
+            .cast_const();
+        assert_eq!(receiver.reading.as_slice().as_ptr(), unallocated);
         assert_eq!(receiver.taken.capacity(), 0);
-        assert_eq!(receiver.mailbox.lock().messages.capacity(), 0);
+        assert_eq!(receiver.mailbox.lock().batches.capacity(), 0);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Supervisor {
                 // Shutting down must not wait for a slow subscriber.
                 self.accept_commands();
                 for subscriber in &self.subscribers {
-                    let _ = subscriber.push(&mut [message.clone()], &mut 0, true);
+                    let _ = subscriber.push(&mut vec![message.clone()], &mut 0, true);
                 }
             } else {
                 // Subscribers are still there to hear why; a close or drop ends the wait.
@@ -446,7 +446,7 @@ impl Supervisor {
     }
 
     /// Counts the batch's events and offers it to every subscriber.
-    fn offer_batch(&mut self, batch: &mut [Message], events: u64) -> Option<Position> {
+    fn offer_batch(&mut self, batch: &mut Vec<Message>, events: u64) -> Option<Position> {
         self.shared.events.fetch_add(events, Ordering::Relaxed);
         self.accept_commands();
         self.offer(batch, Position::default())
@@ -538,7 +538,7 @@ impl Supervisor {
 
     /// Sends `message` to every subscriber, honouring each one's slow mode.
     async fn broadcast(&mut self, message: Message) -> Result<(), Cancelled> {
-        let mut batch = [message];
+        let mut batch = vec![message];
         match self.offer_batch(&mut batch, 0) {
             None => Ok(()),
             Some(stopped) => Box::pin(self.offer_when_room(&mut batch, stopped)).await,
@@ -547,7 +547,7 @@ impl Supervisor {
 
     /// Delivers as much of `batch` as fits without waiting, from `at` on.
     /// Returns where it stopped: at a full lossless subscriber.
-    fn offer(&mut self, batch: &mut [Message], mut at: Position) -> Option<Position> {
+    fn offer(&mut self, batch: &mut Vec<Message>, mut at: Position) -> Option<Position> {
         while at.subscriber < self.subscribers.len() {
             // The last subscriber takes the messages themselves: no clones.
             let take = at.subscriber + 1 == self.subscribers.len();
@@ -567,7 +567,7 @@ impl Supervisor {
     /// Waits for room at each full subscriber in turn and delivers the rest.
     async fn offer_when_room(
         &mut self,
-        batch: &mut [Message],
+        batch: &mut Vec<Message>,
         mut stopped: Position,
     ) -> Result<(), Cancelled> {
         loop {
