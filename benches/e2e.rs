@@ -1,8 +1,9 @@
 //! End-to-end throughput over 127.0.0.1: a loopback axum server streams a
 //! pre-built 4 MiB body as fast as it can; each client reads it, and its
 //! throughput is compared with reqwest's raw `bytes_stream()` in the same round.
+//! The competitors (`reqwest-eventsource`, `sse-stream`) are dev-dependencies.
 //!
-//! `cargo run --release --bin e2e -- [--rounds 7] [--min-ms 250] [--client-threads 0] [--workload small|llm]`
+//! `cargo bench --bench e2e -- [--rounds 7] [--min-ms 250] [--client-threads 0] [--workload small|llm]`
 //!
 //! `--profile KEY --workload NAME` runs one client alone for 5 s, for `perf record`
 //! (keys: raw, raw012, connect, source, reqwest-eventsource, sse-stream).
@@ -11,10 +12,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use everstream::EventSource;
-use everstream_perf::{
+#[allow(dead_code)]
+#[path = "support/loopback.rs"]
+mod loopback;
+
+use futures::StreamExt;
+use loopback::{
     Server, Summary, Workload, arg, client_runtime, llm, receive_events, small, watchdog,
 };
-use futures::StreamExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
@@ -190,9 +195,9 @@ fn main() {
         .into_iter()
         .filter(|workload| only.is_empty() || workload.name == only)
         .collect();
-    let server = Server::start(everstream_perf::workload_router(&workloads));
+    let server = Server::start(loopback::workload_router(&workloads));
     let runtime = client_runtime(threads);
-    everstream_perf::pin_current_thread(0);
+    loopback::pin_current_thread(0);
     let clients = Clients {
         v13: reqwest::Client::builder()
             .no_proxy()
