@@ -199,10 +199,7 @@ fn main() {
     let runtime = client_runtime(threads);
     loopback::pin_current_thread(0);
     let clients = Clients {
-        v13: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("a client"),
+        v13: loopback::loopback_client(),
         v12: reqwest012::Client::builder()
             .no_proxy()
             .build()

@@ -261,6 +261,15 @@ pub fn watchdog(limit: Duration) {
         .expect("a watchdog thread");
 }
 
+/// A reqwest client for the loopback server: `.no_proxy()`, so that a proxy
+/// set in the environment never sits between the client and 127.0.0.1.
+pub fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client")
+}
+
 /// A single-threaded client runtime (`threads == 0`) or a multi-threaded one.
 pub fn client_runtime(threads: usize) -> tokio::runtime::Runtime {
     let mut builder = if threads == 0 {

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::routing::get;
 use bytes::Bytes;
 use everstream::{EventSource, Message};
-use everstream_perf::{Server, sse_response};
+use everstream_perf::{Server, client_runtime, loopback_client, sse_response};
 use futures::StreamExt;
 
 const SLOTS: usize = 16_384;
@@ -224,14 +224,8 @@ fn main() {
     );
     let server = Server::start(router);
     let url = server.url("/idle");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client");
+    let runtime = client_runtime(0);
+    let client = loopback_client();
     println!(
         "size_of: Message {} B, Event {} B, reqwest::Response {} B",
         size_of::<Message>(),

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use everstream::{EventSource, SubscribeOptions};
-use everstream_perf::{Server, Summary, arg, client_runtime, receive_events, small};
+use everstream_perf::{
+    Server, Summary, arg, client_runtime, loopback_client, receive_events, small,
+};
 
 /// Starts a source with `subscribers` draining tasks and returns the seconds from
 /// `start()` until every subscriber has received `events` events.
@@ -52,10 +54,7 @@ fn main() {
     )));
     let url = server.url("/small");
     let runtime = client_runtime(threads);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client");
+    let client = loopback_client();
     let events = workload.events;
     println!(
         "client runtime: {}; {} events of {:.0} bytes per run; 1 vs {many} subscribers; {rounds} rounds",

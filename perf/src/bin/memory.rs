@@ -19,7 +19,9 @@ use axum::body::Body;
 use axum::routing::get;
 use bytes::Bytes;
 use everstream::{EventSource, Message, Subscription};
-use everstream_perf::{Summary, arg, open_fds, raise_nofile, sse_response, vm_rss};
+use everstream_perf::{
+    Summary, arg, client_runtime, loopback_client, open_fds, raise_nofile, sse_response, vm_rss,
+};
 use futures::StreamExt;
 
 const VARIANTS: [&str; 5] = [
@@ -139,14 +141,8 @@ fn measure() {
         "open-file limit {limit} is too low for {count} streams"
     );
     let url = format!("http://127.0.0.1:{port}/idle");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client");
+    let runtime = client_runtime(0);
+    let client = loopback_client();
     runtime.block_on(async {
         let mut held = Vec::with_capacity(count + WARM_UP);
         let opening = async {

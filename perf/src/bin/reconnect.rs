@@ -14,7 +14,7 @@ use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
 use everstream::{EventSource, Message};
-use everstream_perf::{Server, Summary, arg, client_runtime, sse_response};
+use everstream_perf::{Server, Summary, arg, client_runtime, loopback_client, sse_response};
 use futures::StreamExt;
 
 /// When the server ended stream `i` (index = stream number).
@@ -131,10 +131,7 @@ fn main() {
     let events: usize = arg("--events", 10);
     let threads: usize = arg("--client-threads", 0);
     let runtime = client_runtime(threads);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client");
+    let client = loopback_client();
     println!(
         "D = {} ms, {events} events per stream, {reconnects} reconnections per row; latency = first event of stream i+1 - end of stream i - D",
         delay.as_millis()
