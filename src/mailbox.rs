@@ -113,7 +113,7 @@ impl Sender {
             room -= 1;
         }
         let rest = batch.len() - *next;
-        if take && *next == 0 && rest > 0 && rest <= room && self.wants_all(batch) {
+        if take && *next == 0 && rest > 0 && rest <= room && batch.iter().all(|m| self.wants(m)) {
             // The common case: the batch itself, not a message moved.
             *next = rest;
             queue.len += rest;
@@ -121,7 +121,7 @@ impl Sender {
         } else {
             let mut delivered = Vec::with_capacity(rest.min(room));
             for message in &mut batch[*next..] {
-                if !self.comments && matches!(message, Message::Comment(_)) {
+                if !self.wants(message) {
                     // Not wanted: passed over, neither delivered nor missed.
                 } else if room > 0 {
                     room -= 1;
@@ -152,12 +152,9 @@ impl Sender {
         Ok(())
     }
 
-    /// Whether every message of `batch` is for this subscriber.
-    fn wants_all(&self, batch: &[Message]) -> bool {
-        self.comments
-            || !batch
-                .iter()
-                .any(|message| matches!(message, Message::Comment(_)))
+    /// Whether `message` is for this subscriber: comments only if it asked.
+    fn wants(&self, message: &Message) -> bool {
+        self.comments || !matches!(message, Message::Comment(_))
     }
 
     /// Ready when the queue has room again, or with `Gone` when the
