@@ -13,6 +13,10 @@ use smol_str::SmolStr;
 
 use crate::event::{DEFAULT_EVENT_TYPE, Event};
 
+mod partial;
+
+use partial::{JoinedLine, PartialLine};
+
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// Default for [`Limits::max_line_length`]: 16 MiB.
@@ -173,8 +177,8 @@ pub struct Parser {
     /// The current chunk; `input[pos..]` is not scanned yet.
     input: Bytes,
     pos: usize,
-    /// The start of a line whose end has not arrived yet. Never holds a line ending.
-    partial: BytesMut,
+    /// The start of a line whose end has not arrived yet.
+    partial: PartialLine,
     /// How many BOM bytes matched so far at stream start; `None` once decided.
     bom_matched: Option<usize>,
     /// The previous line ended with CR: a LF right after it belongs to that ending.
@@ -200,7 +204,7 @@ pub struct Parser {
     /// `id_buffer` changed since the last dispatch.
     id_changed: bool,
     /// The last line split across chunks, once complete.
-    joined: Bytes,
+    joined: JoinedLine,
     /// The size to reserve for the next split line: the last one's (capped).
     line_hint: usize,
 }
@@ -249,7 +253,7 @@ impl Parser {
             limits,
             input: Bytes::new(),
             pos: 0,
-            partial: BytesMut::new(),
+            partial: PartialLine::default(),
             bom_matched: Some(0),
             skip_lf: false,
             overlong_line: 0,
@@ -263,7 +267,7 @@ impl Parser {
             id_buffer: SmolStr::default(),
             last_event_id: SmolStr::default(),
             id_changed: false,
-            joined: Bytes::new(),
+            joined: JoinedLine::default(),
             line_hint: 0,
         }
     }
@@ -385,13 +389,14 @@ impl Parser {
                     end,
                 }));
             }
-            self.partial.extend_from_slice(&self.input[start..end]);
-            self.joined = self.partial.split().freeze();
-            self.line_hint = self.joined.len().min(1 << 20) + 1;
+            self.partial.push(&self.input[start..end]);
+            self.joined = self.partial.take_line();
+            let len = self.joined.bytes().len();
+            self.line_hint = len.min(1 << 20) + 1;
             return Some(Ok(Line {
                 src: Src::Joined,
                 start: 0,
-                end: self.joined.len(),
+                end: len,
             }));
         }
     }
@@ -408,7 +413,7 @@ impl Parser {
             };
             if byte != BOM[matched] {
                 // Not a BOM: the bytes matched so far are ordinary content.
-                self.partial.extend_from_slice(&BOM[..matched]);
+                self.partial.push(&BOM[..matched]);
                 break;
             }
             self.pos += 1;
@@ -432,7 +437,7 @@ impl Parser {
         }
         if self.partial.len() + rest.len() > self.limits.max_line_length {
             self.overlong_line = self.partial.len() + rest.len();
-            self.partial = BytesMut::new();
+            self.partial = PartialLine::default();
             self.skipping_block = true;
             return Some(ParseError::LineTooLong {
                 limit: self.limits.max_line_length,
@@ -443,14 +448,14 @@ impl Parser {
             // doubling (and copying) its way up to it.
             self.partial.reserve(rest.len().max(self.line_hint));
         }
-        self.partial.extend_from_slice(rest);
+        self.partial.push(rest);
         None
     }
 
     fn buffer(&self, src: Src) -> &Bytes {
         match src {
             Src::Input => &self.input,
-            Src::Joined => &self.joined,
+            Src::Joined => self.joined.bytes(),
         }
     }
 
@@ -459,7 +464,7 @@ impl Parser {
         let step = self.interpret_field(line);
         if let Src::Joined = line.src {
             // Values were sliced out of it; do not keep the rest alive.
-            self.joined = Bytes::new();
+            self.joined = JoinedLine::default();
         }
         step
     }
@@ -530,7 +535,7 @@ impl Parser {
                 self.note_following_data_lines();
             }
             (Src::Joined, Data::Empty) => {
-                self.data = Data::Single(decode_range(&self.joined, value));
+                self.data = Data::Single(self.joined.value(value));
             }
             _ => {
                 self.move_data_to_text();
@@ -538,7 +543,7 @@ impl Parser {
                 // Not `self.buffer(src)`: `self.text` is written while this is borrowed.
                 let buffer = match src {
                     Src::Input => &self.input,
-                    Src::Joined => &self.joined,
+                    Src::Joined => self.joined.bytes(),
                 };
                 self.text.extend_from_slice(&buffer[value]);
             }

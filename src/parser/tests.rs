@@ -44,8 +44,6 @@ fn parse_chunks_with(limits: Limits, chunks: &[&[u8]]) -> Vec<Out> {
     out
 }
 
-/// Parses `input` whole, then split at every single point, then byte by byte, and
-/// checks that all agree before returning the frames.
 /// The next frame, which must be an event.
 fn next_event(parser: &mut Parser) -> Event {
     match parser.next_frame() {
@@ -54,6 +52,8 @@ fn next_event(parser: &mut Parser) -> Event {
     }
 }
 
+/// Parses `input` whole, then split at every single point, then byte by byte, and
+/// checks that all agree before returning the frames.
 fn parse(input: &[u8]) -> Vec<Out> {
     let whole = parse_chunks_with(Limits::default(), &[input]);
     for split in 0..=input.len() {
