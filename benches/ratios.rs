@@ -1,7 +1,7 @@
 //! Prints markdown tables of decoding speed relative to a `memchr` newline scan
 //! measured in the same run, for every workload x chunk size x implementation.
 //!
-//! `cargo bench --bench ratios` (about 20 seconds); `cargo bench --bench ratios --
+//! `cargo bench --bench ratios` (about 25 seconds); `cargo bench --bench ratios --
 //! small llm` runs only the named workloads; `-- --profile everstream-parser small`
 //! runs one implementation in a loop for a profiler (see `docs/performance.md`). Ratios rather than absolute figures
 //! are the point: on a shared machine the absolute speed drifts between runs, but
@@ -172,7 +172,7 @@ fn print_details(rows: &[Row]) {
     for row in rows {
         let (min, med, max) = spread(&row.times);
         let (rmin, rmed, rmax) = spread(&row.ratios);
-        let events = if row.imp == Impl::Memchr {
+        let events = if row.imp.counts_newlines() {
             "-".to_owned()
         } else {
             rate(row.events as f64 / med)
@@ -198,9 +198,9 @@ fn print_details(rows: &[Row]) {
 fn print_summary(rows: &[Row]) {
     println!();
     println!(
-        "| workload | chunk | parser x memchr | stream x memchr | fastest peer | peer x memchr | parser / peer | stream / peer |"
+        "| workload | chunk | parser x memchr | stream x memchr | fastest peer | peer x memchr | parser / peer | stream / peer | memchr+copy x memchr |"
     );
-    println!("|---|---|---:|---:|---|---:|---:|---:|");
+    println!("|---|---|---:|---:|---|---:|---:|---:|---:|");
     for group in rows.chunks(Impl::ALL.len()) {
         let ratio = |imp: Impl| {
             median(
@@ -222,7 +222,7 @@ fn print_summary(rows: &[Row]) {
             median(&peer.ratios),
         );
         println!(
-            "| {} | {} KiB | {:.3} | {:.3} | {} | {:.3} | {:.2} | {:.2} |",
+            "| {} | {} KiB | {:.3} | {:.3} | {} | {:.3} | {:.2} | {:.2} | {:.3} |",
             group[0].workload,
             group[0].chunk >> 10,
             parser,
@@ -231,6 +231,7 @@ fn print_summary(rows: &[Row]) {
             best,
             parser / best,
             stream / best,
+            ratio(Impl::MemchrCopy),
         );
     }
 }

@@ -32,6 +32,11 @@ impl Workload {
 pub enum Impl {
     /// Lower bound: visit every `\n` with `memchr::memchr_iter`, no parsing.
     Memchr,
+    /// Not a decoder: the baseline plus one copy of every chunk. A decoder that
+    /// hands out each line's data in one piece must copy every line split across
+    /// chunks, so on lines much longer than a chunk (`large`) this bounds how
+    /// fast any such decoder can be.
+    MemchrCopy,
     /// `everstream::Parser` driven directly: feed a chunk, drain its frames.
     Parser,
     /// `everstream::EventStream` over `futures::stream::iter`, polled by `block_on`.
@@ -44,8 +49,9 @@ pub enum Impl {
 
 impl Impl {
     /// All implementations; the baseline comes first.
-    pub const ALL: [Impl; 5] = [
+    pub const ALL: [Impl; 6] = [
         Impl::Memchr,
+        Impl::MemchrCopy,
         Impl::Parser,
         Impl::EventStream,
         Impl::SseStream,
@@ -56,6 +62,7 @@ impl Impl {
     pub fn name(self) -> &'static str {
         match self {
             Impl::Memchr => "memchr",
+            Impl::MemchrCopy => "memchr+copy (bound)",
             Impl::Parser => "everstream-parser",
             Impl::EventStream => "everstream-stream",
             Impl::SseStream => "sse-stream",
@@ -69,11 +76,17 @@ impl Impl {
         matches!(self, Impl::SseStream | Impl::EventsourceStream)
     }
 
-    /// Decodes `chunks` once and returns the count: newlines for the baseline,
-    /// events for the others.
+    /// Whether [`run`](Self::run) counts newlines rather than events.
+    pub fn counts_newlines(self) -> bool {
+        matches!(self, Impl::Memchr | Impl::MemchrCopy)
+    }
+
+    /// Decodes `chunks` once and returns the count: newlines for the baseline
+    /// and the bound, events for the others.
     pub fn run(self, chunks: &[Bytes]) -> usize {
         match self {
             Impl::Memchr => count_newlines(chunks),
+            Impl::MemchrCopy => count_newlines_and_copy(chunks),
             Impl::Parser => everstream_parser(chunks),
             Impl::EventStream => everstream_stream(chunks),
             Impl::SseStream => sse_stream(chunks),
@@ -87,7 +100,7 @@ impl Impl {
 pub fn verify(workload: &Workload, chunks: &[Bytes]) {
     let newlines = memchr::memchr_iter(b'\n', &workload.body).count();
     for imp in Impl::ALL {
-        let expected = if imp == Impl::Memchr {
+        let expected = if imp.counts_newlines() {
             newlines
         } else {
             workload.events
@@ -119,6 +132,23 @@ fn count_newlines(chunks: &[Bytes]) -> usize {
             black_box(position);
             newlines += 1;
         }
+    }
+    newlines
+}
+
+/// The newline scan, and each chunk copied into one reused buffer.
+fn count_newlines_and_copy(chunks: &[Bytes]) -> usize {
+    let mut copy = Vec::with_capacity(chunks.iter().map(Bytes::len).max().unwrap_or(0));
+    let mut newlines = 0;
+    for chunk in chunks {
+        let chunk = chunk.clone();
+        for position in memchr::memchr_iter(b'\n', &chunk) {
+            black_box(position);
+            newlines += 1;
+        }
+        copy.clear();
+        copy.extend_from_slice(&chunk);
+        black_box(&mut copy);
     }
     newlines
 }
