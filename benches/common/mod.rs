@@ -121,19 +121,8 @@ fn byte_stream(chunks: &[Bytes]) -> impl futures::Stream<Item = Result<Bytes, In
     stream::iter(chunks.iter().cloned().map(Ok))
 }
 
-// A `for` loop over the iterator on purpose: `memchr_iter(..).count()` is
-// specialised into a vectorised count that never yields a position, which would
-// not be a lower bound for anything that has to look at each line.
 fn count_newlines(chunks: &[Bytes]) -> usize {
-    let mut newlines = 0;
-    for chunk in chunks {
-        let chunk = chunk.clone();
-        for position in memchr::memchr_iter(b'\n', &chunk) {
-            black_box(position);
-            newlines += 1;
-        }
-    }
-    newlines
+    chunks.iter().map(visit_newlines).sum()
 }
 
 /// The newline scan, and each chunk copied into one reused buffer.
@@ -141,14 +130,26 @@ fn count_newlines_and_copy(chunks: &[Bytes]) -> usize {
     let mut copy = Vec::with_capacity(chunks.iter().map(Bytes::len).max().unwrap_or(0));
     let mut newlines = 0;
     for chunk in chunks {
-        let chunk = chunk.clone();
-        for position in memchr::memchr_iter(b'\n', &chunk) {
-            black_box(position);
-            newlines += 1;
-        }
+        newlines += visit_newlines(chunk);
         copy.clear();
-        copy.extend_from_slice(&chunk);
+        copy.extend_from_slice(chunk);
         black_box(&mut copy);
+    }
+    newlines
+}
+
+/// Visits each newline of a chunk (taken by reference count, as a decoder
+/// would) and counts them.
+///
+/// A `for` loop over the iterator on purpose: `memchr_iter(..).count()` is
+/// specialised into a vectorised count that never yields a position, which would
+/// not be a lower bound for anything that has to look at each line.
+fn visit_newlines(chunk: &Bytes) -> usize {
+    let chunk = chunk.clone();
+    let mut newlines = 0;
+    for position in memchr::memchr_iter(b'\n', &chunk) {
+        black_box(position);
+        newlines += 1;
     }
     newlines
 }
