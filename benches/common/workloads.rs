@@ -24,16 +24,7 @@ pub fn workloads() -> Vec<Workload> {
 
 /// ~53-byte JSON events (a 52-byte data line; every eighth event adds an `id:` line).
 pub fn small() -> Workload {
-    build("small", |body, n| {
-        if n % 8 == 0 {
-            let _ = writeln!(body, "id: {n}");
-        }
-        let _ = write!(
-            body,
-            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}\n\n",
-            1_000_000 + n % 1_000_000
-        );
-    })
+    json_events("small", "\n")
 }
 
 /// One 64 KiB `data:` line per event.
@@ -61,13 +52,18 @@ pub fn multiline() -> Workload {
 
 /// The `small` events with CRLF line endings.
 pub fn crlf() -> Workload {
-    build("crlf", |body, n| {
+    json_events("crlf", "\r\n")
+}
+
+/// The events of `small` and `crlf`, each line ended with `eol`.
+fn json_events(name: &'static str, eol: &'static str) -> Workload {
+    build(name, move |body, n| {
         if n % 8 == 0 {
-            let _ = write!(body, "id: {n}\r\n");
+            let _ = write!(body, "id: {n}{eol}");
         }
         let _ = write!(
             body,
-            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}\r\n\r\n",
+            "data: {{\"n\":{},\"msg\":\"hello, world\",\"ok\":true}}{eol}{eol}",
             1_000_000 + n % 1_000_000
         );
     })
