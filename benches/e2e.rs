@@ -82,21 +82,11 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
     match client {
         Client::Raw => {
             let response = clients.v13.get(url).send().await.expect("a response");
-            let mut body = response.bytes_stream();
-            let mut bytes = 0;
-            while let Some(chunk) = body.next().await {
-                bytes += chunk.expect("a chunk").len();
-            }
-            bytes
+            count_bytes(response.bytes_stream()).await
         }
         Client::Raw012 => {
             let response = clients.v12.get(url).send().await.expect("a response");
-            let mut body = response.bytes_stream();
-            let mut bytes = 0;
-            while let Some(chunk) = body.next().await {
-                bytes += chunk.expect("a chunk").len();
-            }
-            bytes
+            count_bytes(response.bytes_stream()).await
         }
         Client::Connect => {
             let response = everstream::connect(clients.v13.get(url))
@@ -155,6 +145,19 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
             count
         }
     }
+}
+
+/// Reads a raw body to its end; returns its length. Generic over the error,
+/// so one loop serves reqwest 0.13 and 0.12.
+async fn count_bytes<E: std::fmt::Debug>(
+    body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+) -> usize {
+    let mut body = std::pin::pin!(body);
+    let mut bytes = 0;
+    while let Some(chunk) = body.next().await {
+        bytes += chunk.expect("a chunk").len();
+    }
+    bytes
 }
 
 /// Repeats requests until `min` has passed (at most 200); returns the seconds
