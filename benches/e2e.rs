@@ -210,11 +210,7 @@ fn main() {
     };
     println!(
         "client runtime: {}; {rounds} rounds; each timing repeats requests for >= {} ms",
-        if threads == 0 {
-            "current_thread".to_string()
-        } else {
-            format!("multi_thread({threads})")
-        },
+        loopback::runtime_name(threads),
         min.as_millis()
     );
 

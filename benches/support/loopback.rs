@@ -282,6 +282,15 @@ pub fn client_runtime(threads: usize) -> tokio::runtime::Runtime {
     builder.enable_all().build().expect("a runtime")
 }
 
+/// How [`client_runtime`] names the runtime it builds, for a benchmark's header.
+pub fn runtime_name(threads: usize) -> String {
+    if threads == 0 {
+        "current_thread".to_string()
+    } else {
+        format!("multi_thread({threads})")
+    }
+}
+
 /// Reads `--name value` from the command line, or `default`.
 pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

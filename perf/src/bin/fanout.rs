@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use everstream::{EventSource, SubscribeOptions};
 use everstream_perf::{
-    Server, Summary, arg, client_runtime, loopback_client, receive_events, small,
+    Server, Summary, arg, client_runtime, loopback_client, receive_events, runtime_name, small,
 };
 
 /// Starts a source with `subscribers` draining tasks and returns the seconds from
@@ -58,11 +58,7 @@ fn main() {
     let events = workload.events;
     println!(
         "client runtime: {}; {} events of {:.0} bytes per run; 1 vs {many} subscribers; {rounds} rounds",
-        if threads == 0 {
-            "current_thread".to_string()
-        } else {
-            format!("multi_thread({threads})")
-        },
+        runtime_name(threads),
         events,
         workload.bytes_per_event()
     );
