@@ -27,6 +27,9 @@ enum Client {
     Raw,
     /// reqwest 0.12 `bytes_stream()`: the transport under reqwest-eventsource.
     Raw012,
+    /// The raw read plus a `memchr` scan for LF in every chunk: what any decoder
+    /// must at least do, so no decoder can beat this ratio in the same round.
+    Bound,
     /// `everstream::connect` + `.events()`.
     Connect,
     /// `EventSource` supervisor + one `Subscription`.
@@ -37,9 +40,10 @@ enum Client {
     SseStream,
 }
 
-const CLIENTS: [Client; 6] = [
+const CLIENTS: [Client; 7] = [
     Client::Raw,
     Client::Raw012,
+    Client::Bound,
     Client::Connect,
     Client::Source,
     Client::ReqwestEventsource,
@@ -52,6 +56,7 @@ impl Client {
         match self {
             Client::Raw => "raw",
             Client::Raw012 => "raw012",
+            Client::Bound => "bound",
             Client::Connect => "connect",
             Client::Source => "source",
             Client::ReqwestEventsource => "reqwest-eventsource",
@@ -59,10 +64,16 @@ impl Client {
         }
     }
 
+    /// Whether [`read_once`] counts bytes (rather than events).
+    fn counts_bytes(self) -> bool {
+        matches!(self, Client::Raw | Client::Raw012 | Client::Bound)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Client::Raw => "reqwest bytes_stream (baseline)",
             Client::Raw012 => "reqwest 0.12 bytes_stream",
+            Client::Bound => "bytes_stream + LF scan (bound)",
             Client::Connect => "everstream connect + events()",
             Client::Source => "everstream EventSource + 1 subscription",
             Client::ReqwestEventsource => "reqwest-eventsource 0.6",
@@ -87,6 +98,19 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
         Client::Raw012 => {
             let response = clients.v12.get(url).send().await.expect("a response");
             count_bytes(response.bytes_stream()).await
+        }
+        Client::Bound => {
+            let response = clients.v13.get(url).send().await.expect("a response");
+            let mut body = response.bytes_stream();
+            let mut bytes = 0;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.expect("a chunk");
+                for position in memchr::memchr_iter(b'\n', &chunk) {
+                    black_box(position);
+                }
+                bytes += chunk.len();
+            }
+            bytes
         }
         Client::Connect => {
             let response = everstream::connect(clients.v13.get(url))
@@ -160,19 +184,34 @@ async fn count_bytes<E: std::fmt::Debug>(
     bytes
 }
 
-/// Repeats requests until `min` has passed (at most 200); returns the seconds
-/// per request.
+/// One timing: wall time per request, and how busy each side was meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    seconds: f64,
+    /// The client's CPU time (the process's, less the server thread's) over the
+    /// wall time: near 1 when the client is the bottleneck.
+    client_busy: f64,
+    /// The server thread's CPU time over the wall time: near 1 when the server
+    /// is the bottleneck.
+    server_busy: f64,
+}
+
+/// Repeats requests until `min` has passed (at most 200).
 async fn time_one(
     client: Client,
     clients: &Clients,
+    server: &Server,
     url: &str,
     workload: &Workload,
     min: Duration,
-) -> f64 {
-    let expected = match client {
-        Client::Raw | Client::Raw012 => workload.body.len(),
-        _ => workload.events,
+) -> Timing {
+    let expected = if client.counts_bytes() {
+        workload.body.len()
+    } else {
+        workload.events
     };
+    let process_cpu = loopback::process_cpu_time();
+    let server_cpu = server.cpu_time();
     let start = Instant::now();
     let mut requests = 0u32;
     while requests < 200 && (requests == 0 || start.elapsed() < min) {
@@ -180,7 +219,14 @@ async fn time_one(
         assert_eq!(counted, expected, "{} on {}", client.name(), workload.name);
         requests += 1;
     }
-    start.elapsed().as_secs_f64() / f64::from(requests)
+    let wall = start.elapsed().as_secs_f64();
+    let server_cpu = (server.cpu_time() - server_cpu).as_secs_f64();
+    let process_cpu = (loopback::process_cpu_time() - process_cpu).as_secs_f64();
+    Timing {
+        seconds: wall / f64::from(requests),
+        client_busy: (process_cpu - server_cpu) / wall,
+        server_busy: server_cpu / wall,
+    }
 }
 
 fn main() {
@@ -221,18 +267,21 @@ fn main() {
             .unwrap_or_else(|| panic!("unknown client {profile}"));
         let workload = &workloads[0];
         let url = server.url(&format!("/{}", workload.name));
-        let seconds = runtime.block_on(time_one(
+        let timing = runtime.block_on(time_one(
             client,
             &clients,
+            &server,
             &url,
             workload,
             Duration::from_secs(5),
         ));
         println!(
-            "{} on {}: {:.2} ms per request",
+            "{} on {}: {:.2} ms per request; client busy {:.2}, server busy {:.2}",
             client.name(),
             workload.name,
-            seconds * 1e3
+            timing.seconds * 1e3,
+            timing.client_busy,
+            timing.server_busy
         );
         let chunks = runtime.block_on(async {
             let response = clients.v13.get(&url).send().await.expect("a response");
@@ -256,21 +305,26 @@ fn main() {
             let url = server.url(&format!("/{}", workload.name));
             // Warm-up and verification: every client counts everything once.
             for client in CLIENTS {
-                time_one(client, &clients, &url, workload, Duration::ZERO).await;
+                time_one(client, &clients, &server, &url, workload, Duration::ZERO).await;
             }
-            let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+            let mut timings: Vec<Vec<Timing>> = vec![Vec::new(); CLIENTS.len()];
             for _ in 0..rounds {
                 for (index, client) in CLIENTS.into_iter().enumerate() {
-                    seconds[index].push(time_one(client, &clients, &url, workload, min).await);
+                    let timing = time_one(client, &clients, &server, &url, workload, min).await;
+                    timings[index].push(timing);
                 }
             }
-            report(workload, &seconds);
+            report(workload, &timings);
         }
     });
 }
 
-fn report(workload: &Workload, seconds: &[Vec<f64>]) {
+fn report(workload: &Workload, timings: &[Vec<Timing>]) {
     let bytes = workload.body.len() as f64;
+    let seconds: Vec<Vec<f64>> = timings
+        .iter()
+        .map(|client| client.iter().map(|timing| timing.seconds).collect())
+        .collect();
     println!(
         "\n### {}: {} bytes, {} events, {:.0} bytes/event\n",
         workload.name,
@@ -287,14 +341,9 @@ fn report(workload: &Workload, seconds: &[Vec<f64>]) {
             .iter()
             .map(|s| bytes / s / f64::from(1 << 20))
             .collect();
-        let ratios: Vec<f64> = seconds[0]
-            .iter()
-            .zip(&seconds[index])
-            .map(|(base, own)| base / own)
-            .collect();
         let mib = Summary::of(&mib);
         let events_per_second = workload.events as f64 * mib.median * f64::from(1 << 20) / bytes;
-        let equivalent = if matches!(client, Client::Raw | Client::Raw012) {
+        let equivalent = if client.counts_bytes() {
             " (equiv.)"
         } else {
             ""
@@ -304,7 +353,56 @@ fn report(workload: &Workload, seconds: &[Vec<f64>]) {
             client.name(),
             mib.show(0),
             events_per_second / 1e6,
-            Summary::of(&ratios).show(3)
+            Summary::of(&ratios(&seconds, index)).show(3)
+        );
+    }
+    report_rounds(workload, timings, &seconds);
+}
+
+/// Baseline time / this client's time, one per round.
+fn ratios(seconds: &[Vec<f64>], index: usize) -> Vec<f64> {
+    seconds[0]
+        .iter()
+        .zip(&seconds[index])
+        .map(|(base, own)| base / own)
+        .collect()
+}
+
+/// Round by round: how busy each side was during the baseline's timing, and
+/// the ratios of the bound and of everstream's clients. A baseline limited by
+/// the server leaves a decoder spare client time; one limited by the client
+/// does not, and then the bound shows the most any decoder could reach.
+fn report_rounds(workload: &Workload, timings: &[Vec<Timing>], seconds: &[Vec<f64>]) {
+    let column = |client: Client| {
+        let index = CLIENTS
+            .iter()
+            .position(|&other| other == client)
+            .expect("every client is timed");
+        ratios(seconds, index)
+    };
+    let (bound, connect, source) = (
+        column(Client::Bound),
+        column(Client::Connect),
+        column(Client::Source),
+    );
+    println!(
+        "\n{} round by round (baseline: MiB/s, client and server busy = CPU time / wall time):\n",
+        workload.name
+    );
+    println!(
+        "| round | baseline MiB/s | client busy | server busy | bound x | connect x | EventSource x |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (round, raw) in timings[0].iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            round + 1,
+            workload.body.len() as f64 / raw.seconds / f64::from(1 << 20),
+            raw.client_busy,
+            raw.server_busy,
+            bound[round],
+            connect[round],
+            source[round]
         );
     }
 }

@@ -152,6 +152,33 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// The CPU time the server thread has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        use std::os::unix::thread::JoinHandleExt;
+        let thread = self.thread.as_ref().expect("the server runs until dropped");
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the thread is alive (joined only on drop) and `clock` is ours.
+        let found = unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) };
+        assert_eq!(found, 0, "the server thread has a CPU clock");
+        read_clock(clock)
+    }
+}
+
+/// The CPU time this whole process has used so far (user and system).
+pub fn process_cpu_time() -> Duration {
+    read_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn read_clock(clock: libc::clockid_t) -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec owned by this frame.
+    let read = unsafe { libc::clock_gettime(clock, &mut time) };
+    assert_eq!(read, 0, "the CPU clock can be read");
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 impl Drop for Server {

@@ -7,8 +7,8 @@ mod loopback;
 
 pub use loopback::{
     SERVER_CHUNK, Server, Summary, Workload, arg, chunks_body, client_runtime, llm,
-    loopback_client, pin_current_thread, receive_events, runtime_name, slices, small, sse_response,
-    watchdog, workload_router,
+    loopback_client, pin_current_thread, process_cpu_time, receive_events, runtime_name, slices,
+    small, sse_response, watchdog, workload_router,
 };
 
 /// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`).
