@@ -333,9 +333,9 @@ fn report(workload: &Workload, timings: &[Vec<Timing>]) {
         workload.bytes_per_event()
     );
     println!(
-        "| client | MiB/s min / median / max | events/s (median) | x baseline min / median / max |"
+        "| client | MiB/s min / median / max | events/s (median) | x baseline min / median / max | busy: client / server (median) |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     for (index, client) in CLIENTS.into_iter().enumerate() {
         let mib: Vec<f64> = seconds[index]
             .iter()
@@ -348,12 +348,18 @@ fn report(workload: &Workload, timings: &[Vec<Timing>]) {
         } else {
             ""
         };
+        let busy = |side: fn(&Timing) -> f64| {
+            let values: Vec<f64> = timings[index].iter().map(side).collect();
+            Summary::of(&values).median
+        };
         println!(
-            "| {} | {} | {:.2} M{equivalent} | {} |",
+            "| {} | {} | {:.2} M{equivalent} | {} | {:.2} / {:.2} |",
             client.name(),
             mib.show(0),
             events_per_second / 1e6,
-            Summary::of(&ratios(&seconds, index)).show(3)
+            Summary::of(&ratios(&seconds, index)).show(3),
+            busy(|timing| timing.client_busy),
+            busy(|timing| timing.server_busy)
         );
     }
     report_rounds(workload, timings, &seconds);
