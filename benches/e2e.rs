@@ -2,11 +2,14 @@
 //! pre-built 4 MiB body as fast as it can; each client reads it, and its
 //! throughput is compared with reqwest's raw `bytes_stream()` in the same round.
 //! The competitors (`reqwest-eventsource`, `sse-stream`) are dev-dependencies.
+//! A bound row (the raw read plus a visit of every LF) shows what any decoder
+//! could reach, and each timing records how busy the client and the server
+//! thread were, so a reader can tell which side limited it.
 //!
 //! `cargo bench --bench e2e -- [--rounds 7] [--min-ms 250] [--client-threads 0] [--workload small|llm]`
 //!
 //! `--profile KEY --workload NAME` runs one client alone for 5 s, for `perf record`
-//! (keys: raw, raw012, connect, source, reqwest-eventsource, sse-stream).
+//! (keys: raw, raw012, bound, connect, source, reqwest-eventsource, sse-stream).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
