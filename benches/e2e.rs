@@ -18,11 +18,14 @@ use everstream::EventSource;
 #[allow(dead_code)]
 #[path = "support/loopback.rs"]
 mod loopback;
+#[path = "common/scans.rs"]
+mod scans;
 
 use futures::StreamExt;
 use loopback::{
     Server, Summary, Workload, arg, client_runtime, llm, receive_events, small, watchdog,
 };
+use scans::{sse_stream_events, visit_newlines};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
@@ -108,9 +111,7 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
             let mut bytes = 0;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.expect("a chunk");
-                for position in memchr::memchr_iter(b'\n', &chunk) {
-                    black_box(position);
-                }
+                visit_newlines(&chunk);
                 bytes += chunk.len();
             }
             bytes
@@ -159,17 +160,7 @@ async fn read_once(client: Client, clients: &Clients, url: &str, workload: &Work
         }
         Client::SseStream => {
             let response = clients.v13.get(url).send().await.expect("a response");
-            let mut blocks = sse_stream::SseByteStream::new(response.bytes_stream());
-            let mut count = 0;
-            while let Some(block) = blocks.next().await {
-                let block = block.expect("valid UTF-8");
-                // It also yields blocks without data (an `id:`-only block); not events.
-                if block.data.is_some() {
-                    count += 1;
-                }
-                black_box(&block);
-            }
-            count
+            sse_stream_events(response.bytes_stream()).await
         }
     }
 }

@@ -13,7 +13,9 @@ use futures::StreamExt;
 use futures::executor::block_on;
 use futures::stream;
 
+mod scans;
 mod workloads;
+use scans::{sse_stream_events, visit_newlines};
 pub use workloads::{Workload, workloads};
 
 /// The chunk sizes every workload is fed in: a typical TCP read and a large one.
@@ -138,22 +140,6 @@ fn count_newlines_and_copy(chunks: &[Bytes]) -> usize {
     newlines
 }
 
-/// Visits each newline of a chunk (taken by reference count, as a decoder
-/// would) and counts them.
-///
-/// A `for` loop over the iterator on purpose: `memchr_iter(..).count()` is
-/// specialised into a vectorised count that never yields a position, which would
-/// not be a lower bound for anything that has to look at each line.
-fn visit_newlines(chunk: &Bytes) -> usize {
-    let chunk = chunk.clone();
-    let mut newlines = 0;
-    for position in memchr::memchr_iter(b'\n', &chunk) {
-        black_box(position);
-        newlines += 1;
-    }
-    newlines
-}
-
 fn everstream_parser(chunks: &[Bytes]) -> usize {
     let mut parser = everstream::Parser::new();
     let mut events = 0;
@@ -183,19 +169,7 @@ fn everstream_stream(chunks: &[Bytes]) -> usize {
 }
 
 fn sse_stream(chunks: &[Bytes]) -> usize {
-    block_on(async {
-        let mut blocks = sse_stream::SseByteStream::new(byte_stream(chunks));
-        let mut count = 0;
-        while let Some(block) = blocks.next().await {
-            // It also yields blocks without data; those are not events.
-            let block = block.expect("the workloads are valid UTF-8");
-            if block.data.is_some() {
-                count += 1;
-            }
-            black_box(&block);
-        }
-        count
-    })
+    block_on(sse_stream_events(byte_stream(chunks)))
 }
 
 fn eventsource_stream(chunks: &[Bytes]) -> usize {
