@@ -195,7 +195,9 @@ pub struct Parser {
     /// The joined lines of `Data::Text`; kept between the events of a chunk (up
     /// to `MAX_RETAINED_TEXT`) so that joining rarely allocates.
     text: Vec<u8>,
-    event_type: Option<SmolStr>,
+    /// The block's event type, `message` unless an `event:` field set another.
+    /// Kept ready for the next block, so that dispatch only moves it out.
+    event_type: SmolStr,
     block_retry: Option<Duration>,
     /// The spec's "last event ID buffer": set by `id:`, committed at a blank line.
     id_buffer: SmolStr,
@@ -262,7 +264,7 @@ impl Parser {
             data_len: 0,
             lines: Vec::new(),
             text: Vec::new(),
-            event_type: None,
+            event_type: default_event_type(),
             block_retry: None,
             id_buffer: SmolStr::default(),
             last_event_id: SmolStr::default(),
@@ -496,7 +498,12 @@ impl Parser {
                 return Step::Comment(String::from_utf8_lossy(&bytes[value_start..]).into_owned());
             }
             b"data" => return self.append_data(src, value),
-            b"event" => self.event_type = Some(decode_short(&bytes[value_start..])),
+            b"event" => {
+                self.event_type = match &bytes[value_start..] {
+                    b"" => default_event_type(),
+                    name => decode_short(name),
+                }
+            }
             // An id containing NUL is ignored entirely.
             b"id" if memchr::memchr(0, &bytes[value_start..]).is_none() => {
                 self.id_buffer = decode_short(&bytes[value_start..]);
@@ -658,7 +665,7 @@ impl Parser {
         if matches!(self.data, Data::Empty) || self.skipping_block {
             self.clear_data();
             self.data_len = 0;
-            self.event_type = None;
+            self.event_type = default_event_type();
             self.block_retry = None;
             self.skipping_block = false;
             return Step::Next;
@@ -676,12 +683,8 @@ impl Parser {
             Data::Single(data) => data,
             Data::Text => self.take_text(),
         };
-        let event_type = match self.event_type.take() {
-            Some(name) if !name.is_empty() => name,
-            _ => SmolStr::new_static(DEFAULT_EVENT_TYPE),
-        };
         Event::from_parts(
-            event_type,
+            std::mem::replace(&mut self.event_type, default_event_type()),
             data,
             self.last_event_id.clone(),
             self.block_retry.take(),
@@ -739,6 +742,11 @@ fn decode_vec(bytes: Vec<u8>) -> ByteString {
         Ok(text) => ByteString::from(text),
         Err(error) => ByteString::from(String::from_utf8_lossy(error.as_bytes()).into_owned()),
     }
+}
+
+/// The event type of a block without an `event:` field (or an empty one).
+fn default_event_type() -> SmolStr {
+    SmolStr::new_static(DEFAULT_EVENT_TYPE)
 }
 
 /// Decodes a field value that is usually short (an ID, an event type): inline
