@@ -4,7 +4,9 @@
 //! The competitors (`reqwest-eventsource`, `sse-stream`) are dev-dependencies.
 //! A bound row (the raw read plus a visit of every LF) shows what any decoder
 //! could reach, and each timing records how busy the client and the server
-//! thread were, so a reader can tell which side limited it.
+//! thread were, so a reader can tell which side limited it. From those it
+//! derives each decoder's CPU cost per event and what the target ratio
+//! leaves per event on this machine (the "budget" table).
 //!
 //! `cargo bench --bench e2e -- [--rounds 7] [--min-ms 250] [--client-threads 0] [--workload small|llm]`
 //!
@@ -23,7 +25,8 @@ mod scans;
 
 use futures::StreamExt;
 use loopback::{
-    Server, Summary, Workload, arg, client_runtime, llm, receive_events, small, watchdog,
+    SERVER_CHUNK, Server, Summary, Workload, arg, client_runtime, llm, receive_events, slices,
+    small, watchdog,
 };
 use scans::{sse_stream_events, visit_newlines};
 
@@ -357,6 +360,78 @@ fn report(workload: &Workload, timings: &[Vec<Timing>]) {
         );
     }
     report_rounds(workload, timings, &seconds);
+    report_budget(workload, timings);
+}
+
+/// The performance issue's end-to-end target for a workload: a ratio to the
+/// baseline.
+fn target_ratio(workload: &Workload) -> Option<f64> {
+    match workload.name {
+        "small" => Some(0.5),
+        "llm" => Some(0.8),
+        _ => None,
+    }
+}
+
+/// CPU time of one visit of every LF in the body, cut as the server sends it:
+/// the bound's work beyond the raw read. The fastest of a few passes.
+fn newline_visit_seconds(workload: &Workload) -> f64 {
+    let chunks = slices(&workload.body, SERVER_CHUNK);
+    (0..20)
+        .map(|_| {
+            let start = loopback::process_cpu_time();
+            let newlines: usize = chunks.iter().map(visit_newlines).sum();
+            black_box(newlines);
+            (loopback::process_cpu_time() - start).as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Each decoder's CPU cost per event, and the cost per event the target ratio
+/// allows on this machine. A decoding client is limited by its own thread, so
+/// its time per request is its CPU time: the transport's plus the decoder's.
+/// The transport's is the bound's CPU time less the LF visit. The target
+/// leaves the decoder (baseline time / ratio) x busy - transport.
+fn report_budget(workload: &Workload, timings: &[Vec<Timing>]) {
+    let Some(target) = target_ratio(workload) else {
+        return;
+    };
+    let index = |client: Client| {
+        CLIENTS
+            .iter()
+            .position(|&other| other == client)
+            .expect("every client is timed")
+    };
+    let median = |client: Client, value: fn(&Timing) -> f64| {
+        let values: Vec<f64> = timings[index(client)].iter().map(value).collect();
+        Summary::of(&values).median
+    };
+    let cpu = |timing: &Timing| timing.seconds * timing.client_busy;
+    let visit = newline_visit_seconds(workload);
+    let transport = median(Client::Bound, cpu) - visit;
+    let events = workload.events as f64;
+    let per_event = |seconds: f64| seconds / events * 1e9;
+    let busy = median(Client::Connect, |timing| timing.client_busy);
+    let budget =
+        per_event(median(Client::Raw, |timing| timing.seconds) / target * busy - transport);
+    println!(
+        "\n{} budget: the LF visit costs {:.3} ms per request, so the transport {:.3} ms; {target}x of the median baseline leaves a decoder {budget:.1} ns per event (at busy {busy:.2}):\n",
+        workload.name,
+        visit * 1e3,
+        transport * 1e3,
+    );
+    println!("| client | decoder CPU ns per event (median) | x budget |");
+    println!("|---|---:|---:|");
+    for client in CLIENTS.into_iter().filter(|client| !client.counts_bytes()) {
+        let cost = per_event(median(client, cpu) - transport);
+        // No budget at all: even the transport alone misses the target.
+        let times = if budget > 0.0 {
+            format!("{:.2}", cost / budget)
+        } else {
+            "-".to_owned()
+        };
+        println!("| {} | {cost:.1} | {times} |", client.name());
+    }
 }
 
 /// Baseline time / this client's time, one per round.
