@@ -244,6 +244,11 @@ fn event_type_resets_after_every_blank_line() {
             ev("message", "4", "")
         ]
     );
+    // The last `event:` of a block wins, an empty one included.
+    assert_eq!(
+        parse(b"event: a\nevent:\ndata: 5\n\nevent:\nevent: b\ndata: 6\n\n"),
+        vec![ev("message", "5", ""), ev("b", "6", "")]
+    );
 }
 
 #[test]
