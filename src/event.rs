@@ -11,7 +11,12 @@ use smol_str::SmolStr;
 use crate::error::Error;
 
 /// The type an event has when its block carried no (or an empty) `event:` field.
-pub(crate) const DEFAULT_EVENT_TYPE: &str = "message";
+const DEFAULT_EVENT_TYPE: &str = "message";
+
+/// [`DEFAULT_EVENT_TYPE`] as an event's type: static, so it costs no allocation.
+pub(crate) fn default_event_type() -> SmolStr {
+    SmolStr::new_static(DEFAULT_EVENT_TYPE)
+}
 
 /// One server-sent event, as dispatched by the parser.
 ///
@@ -51,7 +56,7 @@ impl Event {
     /// An event of type `message` with the given data, an empty ID and no retry.
     pub fn new(data: impl Into<String>) -> Self {
         Self {
-            event_type: SmolStr::new_static(DEFAULT_EVENT_TYPE),
+            event_type: default_event_type(),
             data: ByteString::from(data.into()),
             id: SmolStr::default(),
             retry: None,
@@ -76,7 +81,7 @@ impl Event {
     pub fn with_event_type(mut self, event_type: impl Into<String>) -> Self {
         let event_type = event_type.into();
         self.event_type = if event_type.is_empty() {
-            SmolStr::new_static(DEFAULT_EVENT_TYPE)
+            default_event_type()
         } else {
             SmolStr::from(event_type)
         };

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use smol_str::SmolStr;
 
-use crate::event::{DEFAULT_EVENT_TYPE, Event};
+use crate::event::{Event, default_event_type};
 
 mod partial;
 
@@ -742,11 +742,6 @@ fn decode_vec(bytes: Vec<u8>) -> ByteString {
         Ok(text) => ByteString::from(text),
         Err(error) => ByteString::from(String::from_utf8_lossy(error.as_bytes()).into_owned()),
     }
-}
-
-/// The event type of a block without an `event:` field (or an empty one).
-fn default_event_type() -> SmolStr {
-    SmolStr::new_static(DEFAULT_EVENT_TYPE)
 }
 
 /// Decodes a field value that is usually short (an ID, an event type): inline
