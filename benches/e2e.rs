@@ -316,6 +316,20 @@ fn main() {
     });
 }
 
+/// Where `client` is in [`CLIENTS`], and so in every per-client table.
+fn position(client: Client) -> usize {
+    CLIENTS
+        .iter()
+        .position(|&other| other == client)
+        .expect("every client is timed")
+}
+
+/// The median over one client's rounds of `value`.
+fn median(timings: &[Timing], value: impl Fn(&Timing) -> f64) -> f64 {
+    let values: Vec<f64> = timings.iter().map(value).collect();
+    Summary::of(&values).median
+}
+
 fn report(workload: &Workload, timings: &[Vec<Timing>]) {
     let bytes = workload.body.len() as f64;
     let seconds: Vec<Vec<f64>> = timings
@@ -345,10 +359,7 @@ fn report(workload: &Workload, timings: &[Vec<Timing>]) {
         } else {
             ""
         };
-        let busy = |side: fn(&Timing) -> f64| {
-            let values: Vec<f64> = timings[index].iter().map(side).collect();
-            Summary::of(&values).median
-        };
+        let busy = |side: fn(&Timing) -> f64| median(&timings[index], side);
         println!(
             "| {} | {} | {:.2} M{equivalent} | {} | {:.2} / {:.2} |",
             client.name(),
@@ -396,24 +407,16 @@ fn report_budget(workload: &Workload, timings: &[Vec<Timing>]) {
     let Some(target) = target_ratio(workload) else {
         return;
     };
-    let index = |client: Client| {
-        CLIENTS
-            .iter()
-            .position(|&other| other == client)
-            .expect("every client is timed")
-    };
-    let median = |client: Client, value: fn(&Timing) -> f64| {
-        let values: Vec<f64> = timings[index(client)].iter().map(value).collect();
-        Summary::of(&values).median
-    };
+    let median_of =
+        |client: Client, value: fn(&Timing) -> f64| median(&timings[position(client)], value);
     let cpu = |timing: &Timing| timing.seconds * timing.client_busy;
     let visit = newline_visit_seconds(workload);
-    let transport = median(Client::Bound, cpu) - visit;
+    let transport = median_of(Client::Bound, cpu) - visit;
     let events = workload.events as f64;
     let per_event = |seconds: f64| seconds / events * 1e9;
-    let busy = median(Client::Connect, |timing| timing.client_busy);
+    let busy = median_of(Client::Connect, |timing| timing.client_busy);
     let budget =
-        per_event(median(Client::Raw, |timing| timing.seconds) / target * busy - transport);
+        per_event(median_of(Client::Raw, |timing| timing.seconds) / target * busy - transport);
     println!(
         "\n{} budget: the LF visit costs {:.3} ms per request, so the transport {:.3} ms; {target}x of the median baseline leaves a decoder {budget:.1} ns per event (at busy {busy:.2}):\n",
         workload.name,
@@ -423,7 +426,7 @@ fn report_budget(workload: &Workload, timings: &[Vec<Timing>]) {
     println!("| client | decoder CPU ns per event (median) | x budget |");
     println!("|---|---:|---:|");
     for client in CLIENTS.into_iter().filter(|client| !client.counts_bytes()) {
-        let cost = per_event(median(client, cpu) - transport);
+        let cost = per_event(median_of(client, cpu) - transport);
         // No budget at all: even the transport alone misses the target.
         let times = if budget > 0.0 {
             format!("{:.2}", cost / budget)
@@ -448,13 +451,7 @@ fn ratios(seconds: &[Vec<f64>], index: usize) -> Vec<f64> {
 /// the server leaves a decoder spare client time; one limited by the client
 /// does not, and then the bound shows the most any decoder could reach.
 fn report_rounds(workload: &Workload, timings: &[Vec<Timing>], seconds: &[Vec<f64>]) {
-    let column = |client: Client| {
-        let index = CLIENTS
-            .iter()
-            .position(|&other| other == client)
-            .expect("every client is timed");
-        ratios(seconds, index)
-    };
+    let column = |client: Client| ratios(seconds, position(client));
     let (bound, connect, source) = (
         column(Client::Bound),
         column(Client::Connect),
